@@ -1,0 +1,244 @@
+"""Model hyper-parameters: ``ModelArgs`` with Meta's ``params.json`` field names.
+
+Meta's checkpoints describe the architecture in ``params.json``; this dataclass uses the same field
+names so that file loads as is (``ModelArgs.from_dict(json.load(f))``). A few fields that Meta's file
+does not carry are added for other formats (HF ``config.json``, GGUF metadata) and for RoPE scaling,
+which Meta's reference code hard-codes (``llama_models/llama3/model.py: apply_scaling``).
+
+FFN size (Meta, ``llama3/model.py: FeedForward``)::
+
+    hidden = int(2 * (4 * dim) / 3)
+    if ffn_dim_multiplier: hidden = int(ffn_dim_multiplier * hidden)
+    hidden = multiple_of * ceil(hidden / multiple_of)
+
+RoPE scaling: Llama 3.1 uses factor 8; Llama 3.2 1B/3B use 32 (their HF ``config.json`` says so), but
+Meta's ``params.json`` only says ``use_scaled_rope: true``. When no factor is given we recognise the
+3.2 1B/3B shapes and use 32, otherwise 8; an explicit ``rope_scaling_factor`` always wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ModelArgs",
+    "PRESETS",
+    "preset",
+    "ffn_hidden_size",
+    "infer_rope_scaling_factor",
+]
+
+
+class ConfigError(ValueError):
+    """A model configuration is invalid; the message names the field (and file) at fault."""
+
+
+def ffn_hidden_size(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -> int:
+    """SwiGLU hidden size exactly as Meta computes it (``llama3/model.py: FeedForward.__init__``)."""
+    hidden = int(2 * (4 * dim) / 3)
+    if ffn_dim_multiplier is not None:
+        hidden = int(ffn_dim_multiplier * hidden)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+# Shapes of the Llama 3.2 text models whose RoPE scaling factor is 32 (HF config.json of
+# meta-llama/Llama-3.2-1B and -3B: rope_scaling.factor = 32.0). Keyed by (dim, n_layers).
+_LLAMA_3_2_SMALL_SHAPES = {(2048, 16), (3072, 28)}
+
+
+def infer_rope_scaling_factor(dim: int, n_layers: int) -> float:
+    """Scaling factor Meta's Llama 3.x checkpoints use when ``params.json`` only says ``use_scaled_rope``."""
+    return 32.0 if (dim, n_layers) in _LLAMA_3_2_SMALL_SHAPES else 8.0
+
+
+@dataclass
+class ModelArgs:
+    """Architecture of a Llama 3.x model. Field names follow Meta's ``params.json``."""
+
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None  # None -> n_heads (multi-head attention)
+    vocab_size: int = 128256
+    multiple_of: int = 256
+    ffn_dim_multiplier: float | None = None
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    use_scaled_rope: bool = False
+    # --- not in Meta's params.json ---
+    rope_scaling_factor: float | None = None  # None + use_scaled_rope -> inferred (8 or 32)
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_seq_len: int = 8192
+    tie_word_embeddings: bool = False
+    ffn_hidden_dim: int | None = None  # explicit FFN size (HF intermediate_size, GGUF feed_forward_length)
+    max_seq_len: int = 2048
+    max_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
+                     "max_seq_len", "max_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"ModelArgs.{name}: expected a positive integer, found {value!r}")
+        if self.dim % self.n_heads:
+            raise ConfigError(f"ModelArgs: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"ModelArgs: n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(f"ModelArgs: head_dim = dim / n_heads must be even for RoPE, found {self.head_dim}")
+        if not (self.norm_eps > 0):
+            raise ConfigError(f"ModelArgs.norm_eps: expected > 0, found {self.norm_eps!r}")
+        if not (self.rope_theta > 0):
+            raise ConfigError(f"ModelArgs.rope_theta: expected > 0, found {self.rope_theta!r}")
+        if self.ffn_hidden_dim is not None and self.ffn_hidden_dim <= 0:
+            raise ConfigError(f"ModelArgs.ffn_hidden_dim: expected a positive integer, found {self.ffn_hidden_dim!r}")
+        if self.use_scaled_rope:
+            if self.rope_scaling_factor is None:
+                self.rope_scaling_factor = infer_rope_scaling_factor(self.dim, self.n_layers)
+            if not self.rope_scaling_factor >= 1:
+                raise ConfigError(f"ModelArgs.rope_scaling_factor: expected >= 1, found {self.rope_scaling_factor!r}")
+            if not self.rope_high_freq_factor > self.rope_low_freq_factor > 0:
+                raise ConfigError(
+                    "ModelArgs: expected rope_high_freq_factor > rope_low_freq_factor > 0, found "
+                    f"{self.rope_high_freq_factor!r} and {self.rope_low_freq_factor!r}"
+                )
+
+    # ---- derived sizes ----
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def n_rep(self) -> int:
+        """Query heads per KV head (G = H / K)."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """FFN (SwiGLU) hidden size F."""
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
+        return ffn_hidden_size(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+
+    def num_parameters(self) -> int:
+        """Parameter count of the model these args describe (tied output counted once)."""
+        D, F, V, Dh = self.dim, self.hidden_dim, self.vocab_size, self.head_dim
+        attn = D * self.n_heads * Dh + 2 * D * self.n_kv_heads * Dh + self.n_heads * Dh * D
+        layer = attn + 3 * D * F + 2 * D
+        return V * D + self.n_layers * layer + D + (0 if self.tie_word_embeddings else V * D)
+
+    def kv_cache_bytes(self, batch: int | None = None, seq_len: int | None = None, bytes_per_el: int = 2) -> int:
+        """Bytes of K and V cache for ``batch`` x ``seq_len`` positions over all layers."""
+        batch = self.max_batch_size if batch is None else batch
+        seq_len = self.max_seq_len if seq_len is None else seq_len
+        return 2 * self.n_layers * batch * seq_len * self.n_kv_heads * self.head_dim * bytes_per_el
+
+    # ---- dict / json ----
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "params.json", **overrides: Any) -> ModelArgs:
+        """Build from a Meta ``params.json`` dict; unknown keys are rejected with their name.
+
+        ``rope_scaling`` written HF style (``{"rope_type"|"type": "llama3", "factor": 32, ...}``) is accepted.
+        ``overrides`` win over the dict (e.g. ``max_seq_len``, ``rope_scaling_factor``).
+        """
+        d = dict(d)
+        rope_scaling = d.pop("rope_scaling", None)
+        if rope_scaling is not None:
+            d.update(_rope_scaling_fields(rope_scaling, source))
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in list(d) + list(overrides):
+            if key not in names:
+                raise ConfigError(f"{source}: unknown field {key!r} (expected one of: {', '.join(sorted(names))})")
+        d.update(overrides)
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        except TypeError as e:  # e.g. a string where a number belongs
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides: Any) -> ModelArgs:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object, found {type(d).__name__}")
+        return cls.from_dict(d, source=str(path), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_params_json(self) -> dict[str, Any]:
+        """Meta-style ``params.json`` content (plus our extra fields where they differ from defaults)."""
+        meta = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
+                "ffn_dim_multiplier", "norm_eps", "rope_theta", "use_scaled_rope")
+        out = {k: getattr(self, k) for k in meta}
+        defaults = ModelArgs()
+        for f in dataclasses.fields(self):
+            if f.name not in meta and f.name not in ("max_seq_len", "max_batch_size"):
+                value = getattr(self, f.name)
+                if value != getattr(defaults, f.name) or f.name == "rope_scaling_factor" and self.use_scaled_rope:
+                    out[f.name] = value
+        return out
+
+
+def _rope_scaling_fields(rs: Any, source: str) -> dict[str, Any]:
+    """Translate an HF-style ``rope_scaling`` dict (``type`` or ``rope_type``) into ModelArgs fields."""
+    if not isinstance(rs, dict):
+        raise ConfigError(f"{source}: rope_scaling: expected an object, found {rs!r}")
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return {}
+    if kind != "llama3":
+        raise ConfigError(f"{source}: rope_scaling.rope_type: expected 'llama3' or 'default', found {kind!r}")
+    out: dict[str, Any] = {"use_scaled_rope": True}
+    for key, name in (("factor", "rope_scaling_factor"), ("low_freq_factor", "rope_low_freq_factor"),
+                      ("high_freq_factor", "rope_high_freq_factor"),
+                      ("original_max_position_embeddings", "rope_original_max_seq_len")):
+        if key in rs:
+            out[name] = rs[key]
+    return out
+
+
+_L3 = dict(vocab_size=128256, norm_eps=1e-5, rope_theta=500000.0)
+
+# Meta's params.json for each release (llama-models sku_list.py arch_args), Llama 3.x text models.
+PRESETS: dict[str, dict[str, Any]] = {
+    "llama3-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024,
+                      ffn_dim_multiplier=1.3, **_L3),
+    "llama3-70b": dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
+                       ffn_dim_multiplier=1.3, **_L3),
+    "llama3.1-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024,
+                        ffn_dim_multiplier=1.3, use_scaled_rope=True, **_L3),
+    "llama3.1-70b": dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
+                         ffn_dim_multiplier=1.3, use_scaled_rope=True, **_L3),
+    "llama3.1-405b": dict(dim=16384, n_layers=126, n_heads=128, n_kv_heads=8, multiple_of=4096,
+                          ffn_dim_multiplier=1.2, use_scaled_rope=True, **_L3),
+    "llama3.2-1b": dict(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, multiple_of=256,
+                        ffn_dim_multiplier=1.5, use_scaled_rope=True, tie_word_embeddings=True, **_L3),
+    "llama3.2-3b": dict(dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, multiple_of=256,
+                        ffn_dim_multiplier=1.0, use_scaled_rope=True, tie_word_embeddings=True, **_L3),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelArgs:
+    """``ModelArgs`` of a named Meta release, e.g. ``preset("llama3.2-1b", max_seq_len=8192)``."""
+    key = name.lower().replace("_", "-").replace("meta-", "")
+    if key not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (expected one of: {', '.join(PRESETS)})")
+    return ModelArgs(**{**PRESETS[key], **overrides})
