@@ -1,9 +1,16 @@
 """SimpleLlama: Llama 3.x from first principles, readable PyTorch that loads real checkpoints.
 
-Modules (one concept each): config, norm, rope, attention, ffn, kv_cache, model, tokenizer,
-chat_format, checkpoint, generation, cli.
 """
 
+from .attention import Attention
 from .config import PRESETS, ConfigError, ModelArgs, preset
+from .ffn import FeedForward
+from .kv_cache import KVCache, KVCacheError
+from .model import ModelError, Transformer, TransformerBlock
+from .norm import RMSNorm
+from .rope import RopeError, apply_rotary_emb, hf_to_meta_qk, meta_to_hf_qk, precompute_freqs_cis, rope_frequencies
 
 __all__ = ["ConfigError", "ModelArgs", "PRESETS", "preset"]
+__all__ += ["Attention", "FeedForward", "KVCache", "KVCacheError", "ModelError", "RMSNorm", "RopeError", "Transformer"]
+__all__ += ["TransformerBlock", "apply_rotary_emb", "hf_to_meta_qk", "meta_to_hf_qk", "precompute_freqs_cis"]
+__all__ += ["rope_frequencies"]

@@ -1,0 +1,188 @@
+"""The Llama 3.x decoder: ``TransformerBlock`` and ``Transformer`` with Meta's parameter names.
+
+Follows Meta's ``llama_models/llama3/model.py`` (without fairscale model parallelism)::
+
+    h = tok_embeddings(tokens)
+    for each layer:  h = h + attention(attention_norm(h));  h = h + feed_forward(ffn_norm(h))
+    logits = output(norm(h))          (float32)
+
+Parameter names are Meta's (``layers.0.attention.wq.weight`` ...), so a ``consolidated.00.pth`` loads
+with ``load_state_dict(strict=True)``; the RoPE table and the KV caches are non-persistent buffers and
+never appear in the state dict. With tied embeddings ``output.weight`` *is* ``tok_embeddings.weight``
+and the state dict still carries both keys.
+
+Two ways to run: ``forward(tokens, start_pos)`` uses the KV cache (inference, no gradients): pass the
+prompt (whole or in chunks) then new tokens with the position of their first token;
+``forward(tokens, start_pos=None)`` is a plain causal forward over ``tokens`` (training, full recompute).
+
+Shapes: B batch, T new tokens, S = start_pos + T, D model dim, V vocab, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from LogRelay import get_relay
+
+from .attention import Attention, causal_mask
+from .config import ModelArgs
+from .ffn import FeedForward
+from .kv_cache import KVCache
+from .norm import RMSNorm
+from .rope import freqs_cis_from_args, rope_description
+
+__all__ = ["ModelError", "TransformerBlock", "Transformer"]
+
+log = get_relay("simplellama.model")
+
+
+class ModelError(ValueError):
+    """Bad input to the model: the message names the argument and the expected versus found value."""
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm decoder layer: attention and SwiGLU, each wrapped in RMSNorm + residual."""
+
+    def __init__(
+        self,
+        layer_id: int,
+        args: ModelArgs,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(args, device=device, dtype=dtype)
+        self.feed_forward = FeedForward(args.dim, args.hidden_dim, device=device, dtype=dtype)
+        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
+        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
+
+    def forward(
+        self, x: torch.Tensor, freqs_cis: torch.Tensor, mask: torch.Tensor | None, start_pos: int | None
+    ) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D)."""
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, start_pos)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    """Llama 3.x language model: tokens (B, T) -> float32 logits (B, T, V)."""
+
+    def __init__(
+        self,
+        args: ModelArgs,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(TransformerBlock(i, args, device, dtype) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False, device=device, dtype=dtype)
+        if args.tie_word_embeddings:
+            self.output.weight = self.tok_embeddings.weight  # one (V, D) tensor, two names
+        # RoPE table for positions 0 .. max_seq_len-1 (grown on demand); not in the state dict.
+        self.register_buffer("freqs_cis", freqs_cis_from_args(args, device=device), persistent=False)
+        log.info("%s", rope_description(args))
+
+    # ---- KV cache ----
+    def setup_cache(self, max_batch_size: int | None = None, max_seq_len: int | None = None) -> int:
+        """(Re)allocate every layer's KV cache for ``max_batch_size`` x ``max_seq_len``; returns its bytes.
+
+        Defaults come from ``args``. Size it from the request (prompt + new tokens), not the model's
+        maximum: the cache of Llama 3.1 8B for 4 x 128k positions in bf16 would be 64 GiB.
+        """
+        B = self.args.max_batch_size if max_batch_size is None else max_batch_size
+        S = self.args.max_seq_len if max_seq_len is None else max_seq_len
+        weight = self.tok_embeddings.weight
+        # inference_mode(False): normal tensors even when called under torch.inference_mode(), so the
+        # cache stays writable and the RoPE table usable by a later training forward.
+        with torch.inference_mode(False):
+            for layer in self.layers:
+                attn = layer.attention
+                attn.cache = None  # free the old buffers before allocating new ones
+                attn.cache = KVCache(B, S, attn.n_kv_heads, attn.head_dim, device=weight.device, dtype=weight.dtype)
+            self._freqs(S, weight.device)
+        nbytes = self.cache_bytes
+        log.info("KV cache: %d x %d positions, %s, %.1f MiB", B, S, weight.dtype, nbytes / 2**20)
+        return nbytes
+
+    def free_cache(self) -> None:
+        """Drop the KV caches (the next cached forward allocates them again from ``args``)."""
+        for layer in self.layers:
+            layer.attention.cache = None
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes held by the KV caches (0 when none is allocated)."""
+        return sum(layer.attention.cache.nbytes for layer in self.layers if layer.attention.cache is not None)
+
+    def _freqs(self, end: int, device: torch.device) -> torch.Tensor:
+        """The RoPE table (>= end, Dh/2) on ``device``, rebuilt (S x Dh/2 cos/sin, cheap) when too short."""
+        f = self.freqs_cis
+        if f.dtype != torch.complex64 or f.device != device or f.shape[0] < end:
+            with torch.inference_mode(False):  # a normal tensor, usable later by a training forward
+                self.freqs_cis = freqs_cis_from_args(self.args, max(end, self.args.max_seq_len), device)
+        return self.freqs_cis
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Transformer:
+        # model.to(dtype) would cast the complex64 RoPE table to a real dtype (dropping its imaginary
+        # part) and to_empty() cannot copy a "meta" table: keep it out, then rebuild it on the new device.
+        freqs = self._buffers.pop("freqs_cis")
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._buffers["freqs_cis"] = freqs
+        with torch.inference_mode(False):
+            self.freqs_cis = freqs_cis_from_args(self.args, freqs.shape[0], self.tok_embeddings.weight.device)
+        return self
+
+    # ---- forward ----
+    def forward(self, tokens: torch.Tensor, start_pos: int | None = 0) -> torch.Tensor:
+        """Logits (B, T, V) in float32 for tokens (B, T) at positions ``start_pos .. start_pos+T-1``.
+
+        ``start_pos`` int: uses and fills the KV cache (allocated from ``args`` if missing), no gradients.
+        ``start_pos=None``: causal forward over ``tokens`` alone, without the cache, gradients enabled.
+        """
+        if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
+            raise ModelError(
+                f"Transformer.forward: tokens must be integer (B, T), found {tokens.dtype} {tuple(tokens.shape)}"
+            )
+        if start_pos is None:
+            return self._forward(tokens, None)
+        try:
+            pos = -1 if isinstance(start_pos, bool) else operator.index(start_pos)  # int, numpy int, int tensor
+        except TypeError:
+            pos = -1
+        if pos < 0:
+            raise ModelError(f"Transformer.forward: start_pos must be None or an int >= 0, found {start_pos!r}")
+        if self.layers[0].attention.cache is None:
+            self.setup_cache()
+        with torch.no_grad():
+            return self._forward(tokens, pos)
+
+    def _forward(self, tokens: torch.Tensor, start_pos: int | None) -> torch.Tensor:
+        B, T = tokens.shape
+        pos = 0 if start_pos is None else start_pos
+        h = self.tok_embeddings(tokens)  # (B, T, D)
+        freqs_cis = self._freqs(pos + T, h.device)[pos : pos + T]  # (T, Dh/2)
+        mask = causal_mask(T, pos, device=h.device)  # (T, S) bool, or None when T == 1
+        for layer in self.layers:
+            h = layer(h, freqs_cis, mask, start_pos)  # (B, T, D)
+        h = self.norm(h)
+        return self.output(h).float()  # (B, T, V)
+
+    # ---- training helpers ----
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        """Fresh weights for training from scratch: N(0, std) matrices and embeddings, norm scales 1."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                module.weight.normal_(0.0, std, generator=generator)
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)

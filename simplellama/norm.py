@@ -1,0 +1,38 @@
+"""RMSNorm (Zhang & Sennrich 2019): scale each vector by the inverse root of its mean square.
+
+``y = x / sqrt(mean(x**2) + eps) * weight``, no mean subtraction and no bias (cheaper than LayerNorm).
+Computed in float32 whatever the input dtype, then cast back before the learned scale, exactly as
+Meta's ``llama_models/llama3/model.py: RMSNorm`` (and HF ``LlamaRMSNorm``) do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["RMSNorm"]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last dim with a learned per-feature scale ``weight`` (D,)."""
+
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))  # (D,)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., D) -> (..., D)."""
+        return self._norm(x.float()).type_as(x) * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
