@@ -1,16 +1,21 @@
 """SimpleLlama: Llama 3.x from first principles, readable PyTorch that loads real checkpoints.
 
+Modules (one concept each): config, norm, rope, attention, ffn, kv_cache, model, tokenizer,
 """
 
 from .attention import Attention
+from .chat_format import ChatFormat, ChatFormatError, ChatTemplate, UnsafeTemplateError
 from .config import PRESETS, ConfigError, ModelArgs, preset
 from .ffn import FeedForward
 from .kv_cache import KVCache, KVCacheError
 from .model import ModelError, Transformer, TransformerBlock
 from .norm import RMSNorm
 from .rope import RopeError, apply_rotary_emb, hf_to_meta_qk, meta_to_hf_qk, precompute_freqs_cis, rope_frequencies
+from .tokenizer import ByteLevelBPETokenizer, SentencePieceTokenizer, Tokenizer, TokenizerError, load_tokenizer
 
 __all__ = ["ConfigError", "ModelArgs", "PRESETS", "preset"]
 __all__ += ["Attention", "FeedForward", "KVCache", "KVCacheError", "ModelError", "RMSNorm", "RopeError", "Transformer"]
 __all__ += ["TransformerBlock", "apply_rotary_emb", "hf_to_meta_qk", "meta_to_hf_qk", "precompute_freqs_cis"]
 __all__ += ["rope_frequencies"]
+__all__ += ["ByteLevelBPETokenizer", "SentencePieceTokenizer", "Tokenizer", "TokenizerError", "load_tokenizer"]
+__all__ += ["ChatFormat", "ChatFormatError", "ChatTemplate", "UnsafeTemplateError"]
