@@ -25,6 +25,7 @@ from torch import nn
 
 from .config import ModelArgs
 from .kv_cache import KVCache, KVCacheError
+from .norm import upcast
 from .rope import apply_rotary_emb
 
 __all__ = ["Attention", "repeat_kv", "causal_mask", "attend"]
@@ -53,10 +54,10 @@ def causal_mask(T: int, start_pos: int = 0, device: torch.device | str | None = 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Explicit scaled dot-product attention: q (B, H, T, Dh), k/v (B, H, S, Dh) -> (B, H, T, Dh).
 
-    Scores are scaled by 1/sqrt(Dh), masked and soft-maxed in float32, then cast back to q's dtype.
+    Scores are scaled by 1/sqrt(Dh), masked and soft-maxed in float32 (or float64), then cast back to q's dtype.
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    scores = scores.float()
+    scores = upcast(scores)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))  # (T, S) broadcasts over B, H
     probs = F.softmax(scores, dim=-1).type_as(q)  # (B, H, T, S)

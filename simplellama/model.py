@@ -32,12 +32,17 @@ from .attention import Attention, causal_mask
 from .config import ModelArgs
 from .ffn import FeedForward
 from .kv_cache import KVCache
-from .norm import RMSNorm
+from .norm import RMSNorm, upcast
 from .rope import freqs_cis_from_args, rope_description
 
 __all__ = ["ModelError", "TransformerBlock", "Transformer"]
 
 log = get_relay("simplellama.model")
+
+
+def _real_dtype(weight: torch.Tensor) -> torch.dtype:
+    """RoPE table precision: float32 as Meta, float64 when the weights are float64 (reference checks)."""
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
 class ModelError(ValueError):
@@ -87,7 +92,8 @@ class Transformer(nn.Module):
         if args.tie_word_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one (V, D) tensor, two names
         # RoPE table for positions 0 .. max_seq_len-1 (grown on demand); not in the state dict.
-        self.register_buffer("freqs_cis", freqs_cis_from_args(args, device=device), persistent=False)
+        table = freqs_cis_from_args(args, device=device, dtype=_real_dtype(self.tok_embeddings.weight))
+        self.register_buffer("freqs_cis", table, persistent=False)
         log.info("%s", rope_description(args))
 
     # ---- KV cache ----
@@ -124,10 +130,10 @@ class Transformer(nn.Module):
 
     def _freqs(self, end: int, device: torch.device) -> torch.Tensor:
         """The RoPE table (>= end, Dh/2) on ``device``, rebuilt (S x Dh/2 cos/sin, cheap) when too short."""
-        f = self.freqs_cis
-        if f.dtype != torch.complex64 or f.device != device or f.shape[0] < end:
+        f, real = self.freqs_cis, _real_dtype(self.tok_embeddings.weight)
+        if f.dtype != real.to_complex() or f.device != device or f.shape[0] < end:
             with torch.inference_mode(False):  # a normal tensor, usable later by a training forward
-                self.freqs_cis = freqs_cis_from_args(self.args, max(end, self.args.max_seq_len), device)
+                self.freqs_cis = freqs_cis_from_args(self.args, max(end, self.args.max_seq_len), device, real)
         return self.freqs_cis
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Transformer:
@@ -139,7 +145,8 @@ class Transformer(nn.Module):
         finally:
             self._buffers["freqs_cis"] = freqs
         with torch.inference_mode(False):
-            self.freqs_cis = freqs_cis_from_args(self.args, freqs.shape[0], self.tok_embeddings.weight.device)
+            weight = self.tok_embeddings.weight
+            self.freqs_cis = freqs_cis_from_args(self.args, freqs.shape[0], weight.device, _real_dtype(weight))
         return self
 
     # ---- forward ----
@@ -175,7 +182,7 @@ class Transformer(nn.Module):
         for layer in self.layers:
             h = layer(h, freqs_cis, mask, start_pos)  # (B, T, D)
         h = self.norm(h)
-        return self.output(h).float()  # (B, T, V)
+        return upcast(self.output(h))  # (B, T, V) float32 (float64 for float64 weights)
 
     # ---- training helpers ----
     @torch.no_grad()

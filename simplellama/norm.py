@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["RMSNorm"]
+__all__ = ["RMSNorm", "upcast"]
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or wider when it already is (float64 stays float64 for reference checks)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class RMSNorm(nn.Module):
@@ -32,7 +37,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., D) -> (..., D)."""
-        return self._norm(x.float()).type_as(x) * self.weight
+        return self._norm(upcast(x)).type_as(x) * self.weight
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

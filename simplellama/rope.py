@@ -43,6 +43,7 @@ import math
 import torch
 
 from .config import ModelArgs
+from .norm import upcast
 
 __all__ = [
     "RopeError",
@@ -81,11 +82,13 @@ def apply_llama3_scaling(
     return torch.where(is_medium, blended, scaled)
 
 
-def _inv_freq(head_dim: int, theta: float, device: torch.device | str | None = None) -> torch.Tensor:
-    """Unscaled inverse frequencies ``theta ** (-2i / Dh)``, float32, (Dh/2,)."""
+def _inv_freq(
+    head_dim: int, theta: float, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Unscaled inverse frequencies ``theta ** (-2i / Dh)``, float32 (or float64), (Dh/2,)."""
     if head_dim <= 0 or head_dim % 2:
         raise RopeError(f"rope: head_dim must be a positive even number, found {head_dim}")
-    exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim  # (Dh/2,)
+    exponents = torch.arange(0, head_dim, 2, device=device, dtype=dtype) / head_dim  # (Dh/2,)
     return 1.0 / (theta**exponents)
 
 
@@ -99,15 +102,17 @@ def precompute_freqs_cis(
     high_freq_factor: float = 4.0,
     original_max_seq_len: int = 8192,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Unit complex numbers ``exp(1j * pos * freq_i)`` for positions ``0..end-1``: complex64 (end, Dh/2).
 
     ``scaling_factor=None`` means plain RoPE (Llama 3.0); a number applies Llama 3.1 scaling.
+    ``dtype=torch.float64`` gives a complex128 table (float64 reference checks); Meta uses float32.
     """
-    freqs = _inv_freq(head_dim, theta, device)  # (Dh/2,)
+    freqs = _inv_freq(head_dim, theta, device, dtype)  # (Dh/2,)
     if scaling_factor is not None:
         freqs = apply_llama3_scaling(freqs, scaling_factor, low_freq_factor, high_freq_factor, original_max_seq_len)
-    t = torch.arange(end, device=freqs.device, dtype=torch.float32)  # (S,)
+    t = torch.arange(end, device=freqs.device, dtype=dtype)  # (S,)
     angles = torch.outer(t, freqs)  # (S, Dh/2)
     return torch.polar(torch.ones_like(angles), angles)  # (S, Dh/2) complex64
 
@@ -126,8 +131,13 @@ def rope_frequencies(args: ModelArgs, device: torch.device | str | None = None) 
     return freqs
 
 
-def freqs_cis_from_args(args: ModelArgs, end: int | None = None, device: torch.device | str | None = None):
-    """``precompute_freqs_cis`` driven by ``ModelArgs``: complex64 (end or args.max_seq_len, Dh/2)."""
+def freqs_cis_from_args(
+    args: ModelArgs,
+    end: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``precompute_freqs_cis`` driven by ``ModelArgs``: complex (end or args.max_seq_len, Dh/2)."""
     end = args.max_seq_len if end is None else end
     return precompute_freqs_cis(
         args.head_dim,
@@ -138,6 +148,7 @@ def freqs_cis_from_args(args: ModelArgs, end: int | None = None, device: torch.d
         high_freq_factor=args.rope_high_freq_factor,
         original_max_seq_len=args.rope_original_max_seq_len,
         device=device,
+        dtype=dtype,
     )
 
 
@@ -164,12 +175,12 @@ def _check(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor) -> None:
 def apply_rotary_emb(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate interleaved pairs of q (B, T, H, Dh) and k (B, T, K, Dh) by freqs_cis (T, Dh/2), Meta's form.
 
-    Computed in float32; results have the input dtypes.
+    Computed in float32 (float64 inputs stay float64); results have the input dtypes.
     """
     _check(xq, xk, freqs_cis)
     rot = freqs_cis[None, :, None, :]  # (1, T, 1, Dh/2): same rotation for every batch row and head
-    xq_c = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))  # (B, T, H, Dh/2) complex
-    xk_c = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))  # (B, T, K, Dh/2) complex
+    xq_c = torch.view_as_complex(upcast(xq).reshape(*xq.shape[:-1], -1, 2))  # (B, T, H, Dh/2) complex
+    xk_c = torch.view_as_complex(upcast(xk).reshape(*xk.shape[:-1], -1, 2))  # (B, T, K, Dh/2) complex
     xq_out = torch.view_as_real(xq_c * rot).flatten(3)  # (B, T, H, Dh/2, 2) -> (B, T, H, Dh)
     xk_out = torch.view_as_real(xk_c * rot).flatten(3)  # (B, T, K, Dh)
     return xq_out.type_as(xq), xk_out.type_as(xk)
@@ -192,7 +203,7 @@ def apply_rotary_emb_rotate_half(
     _check(xq, xk, freqs_cis)
     cos = torch.cat((freqs_cis.real, freqs_cis.real), dim=-1)[None, :, None, :]  # (1, T, 1, Dh)
     sin = torch.cat((freqs_cis.imag, freqs_cis.imag), dim=-1)[None, :, None, :]  # (1, T, 1, Dh)
-    q, k = xq.float(), xk.float()
+    q, k = upcast(xq), upcast(xk)
     xq_out = q * cos + rotate_half(q) * sin
     xk_out = k * cos + rotate_half(k) * sin
     return xq_out.type_as(xq), xk_out.type_as(xk)
