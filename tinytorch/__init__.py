@@ -1,0 +1,89 @@
+"""tinytorch: a pure-Python tensor library with reverse-mode autograd (no numpy, no torch inside).
+
+    >>> import tinytorch as tt
+    >>> x = tt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> (x @ x.T).sum().backward()
+    >>> x.grad.tolist()
+    [[8.0, 12.0], [8.0, 12.0]]
+
+Layers: storage.py (index arithmetic) -> array.py (TinyArray: strided views over a flat list) ->
+tensor.py (Tensor + backward) -> ops.py / functional.py (ops with their backward rules) -> creation.py.
+"""
+
+from tinytorch import functional, nn, optim
+from tinytorch.array import TinyArray
+from tinytorch.creation import (
+    Generator,
+    arange,
+    default_generator,
+    empty,
+    eye,
+    full,
+    full_like,
+    linspace,
+    manual_seed,
+    multinomial,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from tinytorch.debug import DEBUG, DebugHelper
+from tinytorch.ops import (
+    abs,
+    argmax,
+    argmin,
+    cat,
+    clamp,
+    cos,
+    exp,
+    log,
+    log_softmax,
+    masked_fill,
+    matmul,
+    max,
+    mean,
+    min,
+    relu,
+    rsqrt,
+    sigmoid,
+    sin,
+    softmax,
+    sqrt,
+    stack,
+    std,
+    sum,
+    tanh,
+    tril,
+    triu,
+    var,
+    where,
+)
+from tinytorch.storage import ShapeError, Size, TinyIndexError, TinyTorchError, bool_, float64, int64
+from tinytorch.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from tinytorch.value import Value
+from tinytorch.viz import draw_dot
+
+float = double = float64  # noqa: A001 (torch's names; tinytorch has one float dtype)
+long = int64
+bool = bool_  # noqa: A001
+
+__all__ = [
+    "Tensor", "TinyArray", "Size", "Generator", "default_generator", "manual_seed",
+    "TinyTorchError", "ShapeError", "TinyIndexError",
+    "float64", "float", "double", "int64", "long", "bool",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "tensor", "zeros", "ones", "full", "empty", "eye", "arange", "linspace", "rand", "randn", "randint", "randperm",
+    "multinomial", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like",
+    "matmul", "cat", "stack", "where", "masked_fill", "tril", "triu", "clamp", "softmax", "log_softmax",
+    "argmax", "argmin", "functional", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "cos", "sin", "abs",
+    "sum", "mean", "max", "min", "var", "std",
+    "nn", "optim", "Value", "draw_dot", "DEBUG", "DebugHelper",
+]  # fmt: skip
