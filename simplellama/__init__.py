@@ -5,6 +5,17 @@ Modules (one concept each): config, norm, rope, attention, ffn, kv_cache, model,
 
 from .attention import Attention
 from .chat_format import ChatFormat, ChatFormatError, ChatTemplate, UnsafeTemplateError
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    convert,
+    default_model_path,
+    detect_format,
+    load_checkpoint,
+    load_model,
+    save_hf,
+    save_meta,
+)
 from .config import PRESETS, ConfigError, ModelArgs, preset
 from .ffn import FeedForward
 from .kv_cache import KVCache, KVCacheError
@@ -19,3 +30,5 @@ __all__ += ["TransformerBlock", "apply_rotary_emb", "hf_to_meta_qk", "meta_to_hf
 __all__ += ["rope_frequencies"]
 __all__ += ["ByteLevelBPETokenizer", "SentencePieceTokenizer", "Tokenizer", "TokenizerError", "load_tokenizer"]
 __all__ += ["ChatFormat", "ChatFormatError", "ChatTemplate", "UnsafeTemplateError"]
+__all__ += ["Checkpoint", "CheckpointError", "convert", "default_model_path", "detect_format", "load_checkpoint"]
+__all__ += ["load_model", "save_hf", "save_meta"]
