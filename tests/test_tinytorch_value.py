@@ -147,3 +147,31 @@ def test_sum_helper():
     s.backward()
     assert s.data == 14.0 and [x.grad for x in xs] == [0.0, 2.0, 4.0, 6.0]
     assert Value.sum([]).data == 0.0
+
+
+def test_backward_twice_accumulates_like_torch():
+    """Leaves accumulate across backward() calls; intermediates are recomputed (torch with retain_graph)."""
+    exprs = [
+        lambda a, b: a + a,
+        lambda a, b: (a * b + a).tanh() * (a - b),
+        lambda a, b: ((a * a).exp() + b) ** 2 / (b * b + 1.0),
+        lambda a, b: a,  # the root is itself a leaf
+    ]
+    for expr in exprs:
+        a, b = Value(0.7), Value(-1.3)
+        ta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        tb = torch.tensor(-1.3, dtype=torch.float64, requires_grad=True)
+        out_v, out_t = expr(a, b), expr(ta, tb)
+        for _ in range(3):
+            out_v.backward()
+            out_t.backward(retain_graph=True)
+            expected = [0.0 if t.grad is None else t.grad.item() for t in (ta, tb)]
+            assert [a.grad, b.grad] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    # A second output sharing an intermediate: the shared node must not carry the first call's gradient.
+    a, ta = Value(1.5), torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    h, th = a * a, ta * ta
+    (h * 3.0).backward()
+    (h.exp()).backward()
+    (th * 3.0).backward(retain_graph=True)
+    th.exp().backward()
+    assert a.grad == pytest.approx(ta.grad.item(), rel=1e-12)

@@ -216,9 +216,18 @@ class Value:
         return order
 
     def backward(self, grad: float = 1.0) -> None:
-        """Add d self / d x to ``x.grad`` for every ``x`` in the graph (gradients accumulate, as in torch)."""
+        """Fill in ``x.grad`` = d self / d x for every ``x`` in the graph, with torch's accumulation rules.
+
+        Leaves (values not computed from others, like weights) *add* to their ``grad``, so two calls
+        sum two gradients, as torch does. Intermediate nodes are reset to 0 first: their ``grad`` is
+        recomputed by each call, otherwise a second call would pass on the first call's gradient again.
+        """
+        order = self.topological_order()
+        for node in order:
+            if node._parents:
+                node.grad = 0.0
         self.grad += grad
-        for node in reversed(self.topological_order()):
+        for node in reversed(order):
             node._backward()
 
     def zero_grad(self) -> None:
