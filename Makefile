@@ -23,10 +23,11 @@ demo: setup
 	$(BIN)/simplellama chat "What is the capital of France?"
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests notebooks $(PYTEST_ARGS)
+	@# One torch thread per worker: two workers with two threads each on two cores run ~10x slower.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests notebooks $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
