@@ -64,7 +64,7 @@ def step(data: st.DataObject, a: TinyArray, t: torch.Tensor) -> tuple[str, TinyA
         return f"squeeze({d})", a.squeeze(d), t.squeeze() if d is None else t.squeeze(d), True
     if kind == "expand":
         sizes = [data.draw(st.sampled_from([1, 3])) if n == 1 else n for n in t.shape]
-        lead = [2] if data.draw(st.booleans()) else []
+        lead = [2] if data.draw(st.booleans()) or not sizes else []  # torch's expand() needs >= 1 size
         return f"expand({lead + sizes})", a.expand(*lead, *sizes), t.expand(*lead, *sizes), True
     if kind == "view" and nd >= 2:
         new = (*t.shape[:-2], -1)
