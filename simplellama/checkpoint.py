@@ -247,14 +247,22 @@ def load_model(
     path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    model_parallel_size: int | None = None,
     **arg_overrides: Any,
 ) -> tuple[Any, ModelArgs]:
     """Build a ``Transformer`` from a checkpoint without a second copy of the weights.
 
     The model is created on the ``meta`` device (no memory) and the loaded tensors are assigned to it.
+    ``model_parallel_size`` (default: the world size under torchrun, else 1) > 1: this rank's slice of
+    the model, see ``parallel_load.py``.
     """
     from .model import Transformer
+    from .parallel import resolve_model_parallel_size
 
+    if resolve_model_parallel_size(model_parallel_size) > 1:
+        from .parallel_load import load_model_parallel
+
+        return load_model_parallel(path, model_parallel_size, device, dtype, **arg_overrides)
     ckpt = load_checkpoint(path, dtype=dtype, with_tokenizer=False, **arg_overrides)
     model = model_from_state_dict(Transformer, ckpt.args, ckpt.state_dict, device)
     return model, ckpt.args

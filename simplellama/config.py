@@ -83,8 +83,16 @@ class ModelArgs:
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
-                     "max_seq_len", "max_batch_size"):
+        for name in (
+            "dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "vocab_size",
+            "multiple_of",
+            "max_seq_len",
+            "max_batch_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"ModelArgs.{name}: expected a positive integer, found {value!r}")
@@ -185,8 +193,18 @@ class ModelArgs:
 
     def to_params_json(self) -> dict[str, Any]:
         """Meta-style ``params.json`` content (plus our extra fields where they differ from defaults)."""
-        meta = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
-                "ffn_dim_multiplier", "norm_eps", "rope_theta", "use_scaled_rope")
+        meta = (
+            "dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "vocab_size",
+            "multiple_of",
+            "ffn_dim_multiplier",
+            "norm_eps",
+            "rope_theta",
+            "use_scaled_rope",
+        )
         out = {k: getattr(self, k) for k in meta}
         defaults = ModelArgs()
         for f in dataclasses.fields(self):
@@ -207,9 +225,12 @@ def _rope_scaling_fields(rs: Any, source: str) -> dict[str, Any]:
     if kind != "llama3":
         raise ConfigError(f"{source}: rope_scaling.rope_type: expected 'llama3' or 'default', found {kind!r}")
     out: dict[str, Any] = {"use_scaled_rope": True}
-    for key, name in (("factor", "rope_scaling_factor"), ("low_freq_factor", "rope_low_freq_factor"),
-                      ("high_freq_factor", "rope_high_freq_factor"),
-                      ("original_max_position_embeddings", "rope_original_max_seq_len")):
+    for key, name in (
+        ("factor", "rope_scaling_factor"),
+        ("low_freq_factor", "rope_low_freq_factor"),
+        ("high_freq_factor", "rope_high_freq_factor"),
+        ("original_max_position_embeddings", "rope_original_max_seq_len"),
+    ):
         if key in rs:
             out[name] = rs[key]
     return out
@@ -219,20 +240,62 @@ _L3 = dict(vocab_size=128256, norm_eps=1e-5, rope_theta=500000.0)
 
 # Meta's params.json for each release (llama-models sku_list.py arch_args), Llama 3.x text models.
 PRESETS: dict[str, dict[str, Any]] = {
-    "llama3-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024,
-                      ffn_dim_multiplier=1.3, **_L3),
-    "llama3-70b": dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
-                       ffn_dim_multiplier=1.3, **_L3),
-    "llama3.1-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024,
-                        ffn_dim_multiplier=1.3, use_scaled_rope=True, **_L3),
-    "llama3.1-70b": dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
-                         ffn_dim_multiplier=1.3, use_scaled_rope=True, **_L3),
-    "llama3.1-405b": dict(dim=16384, n_layers=126, n_heads=128, n_kv_heads=8, multiple_of=4096,
-                          ffn_dim_multiplier=1.2, use_scaled_rope=True, **_L3),
-    "llama3.2-1b": dict(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, multiple_of=256,
-                        ffn_dim_multiplier=1.5, use_scaled_rope=True, tie_word_embeddings=True, **_L3),
-    "llama3.2-3b": dict(dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, multiple_of=256,
-                        ffn_dim_multiplier=1.0, use_scaled_rope=True, tie_word_embeddings=True, **_L3),
+    "llama3-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024, ffn_dim_multiplier=1.3, **_L3),
+    "llama3-70b": dict(
+        dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096, ffn_dim_multiplier=1.3, **_L3
+    ),
+    "llama3.1-8b": dict(
+        dim=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        multiple_of=1024,
+        ffn_dim_multiplier=1.3,
+        use_scaled_rope=True,
+        **_L3,
+    ),
+    "llama3.1-70b": dict(
+        dim=8192,
+        n_layers=80,
+        n_heads=64,
+        n_kv_heads=8,
+        multiple_of=4096,
+        ffn_dim_multiplier=1.3,
+        use_scaled_rope=True,
+        **_L3,
+    ),
+    "llama3.1-405b": dict(
+        dim=16384,
+        n_layers=126,
+        n_heads=128,
+        n_kv_heads=8,
+        multiple_of=4096,
+        ffn_dim_multiplier=1.2,
+        use_scaled_rope=True,
+        **_L3,
+    ),
+    "llama3.2-1b": dict(
+        dim=2048,
+        n_layers=16,
+        n_heads=32,
+        n_kv_heads=8,
+        multiple_of=256,
+        ffn_dim_multiplier=1.5,
+        use_scaled_rope=True,
+        tie_word_embeddings=True,
+        **_L3,
+    ),
+    "llama3.2-3b": dict(
+        dim=3072,
+        n_layers=28,
+        n_heads=24,
+        n_kv_heads=8,
+        multiple_of=256,
+        ffn_dim_multiplier=1.0,
+        use_scaled_rope=True,
+        tie_word_embeddings=True,
+        **_L3,
+    ),
 }
 
 

@@ -1,0 +1,550 @@
+"""Text generation: sampling, the decode loop over a KV cache, Meta's ``Llama`` API, streaming.
+
+The API mirrors Meta's ``llama3/generation.py`` (the original meta-llama/llama3 repo):
+``Llama.build(...)``, ``generate(prompt_tokens, max_gen_len, ...) -> (tokens, logprobs)``,
+``text_completion`` and ``chat_completion``, so Meta's example scripts run after changing
+their import to ``simplellama``. Additions: top-k, a seeded ``torch.Generator``, streaming
+(``stream_text_completion`` / ``stream_chat_completion``), and clear errors instead of asserts.
+
+Decoding (Meta's scheme): all prompts are padded into one (B, total_len) buffer; the first
+forward call runs positions [0, min_prompt_len) (prefill), then one position per call (decode),
+each reusing the KV cache. Rows whose prompt is longer keep their prompt token at a position
+instead of the sampled one, so a batch behaves like each prompt run alone.
+
+Shapes: B batch, T new tokens in a forward call, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TypedDict
+
+import torch
+import torch.nn.functional as F
+
+from LogRelay import get_relay
+
+from .chat_format import Dialog, Message
+from .parallel import broadcast_
+
+__all__ = [
+    "GenerationError",
+    "Message",
+    "Dialog",
+    "CompletionPrediction",
+    "ChatPrediction",
+    "Llama",
+    "IncrementalDecoder",
+    "sample_greedy",
+    "top_k_probs",
+    "top_p_probs",
+    "sample_top_p",
+    "sample",
+    "pick_device",
+    "pick_dtype",
+]
+
+log = get_relay("simplellama.generation")
+
+
+class CompletionPrediction(TypedDict, total=False):
+    generation: str
+    tokens: list[str]  # only with logprobs=True
+    logprobs: list[float]  # only with logprobs=True
+
+
+class ChatPrediction(TypedDict, total=False):
+    generation: Message
+    tokens: list[str]
+    logprobs: list[float]
+
+
+class GenerationError(ValueError):
+    """A generation request cannot be served (empty prompt, too long for the context, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: logits (B, V) of the last position -> next token ids (B,)
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_greedy(logits: torch.Tensor) -> torch.Tensor:
+    """Most likely token per row (temperature 0): ``argmax`` over V. (B, V) -> (B,)."""
+    return torch.argmax(logits, dim=-1)
+
+
+def top_k_probs(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` most likely tokens per row, renormalised (Fan et al. 2018). (B, V) -> (B, V)."""
+    if k <= 0:
+        raise GenerationError(f"top_k: expected a positive integer, found {k}")
+    k = min(k, probs.shape[-1])
+    idx = torch.topk(probs, k, dim=-1).indices  # (B, k); exactly k even when values tie
+    kept = torch.zeros_like(probs).scatter(-1, idx, probs.gather(-1, idx))  # (B, V)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def top_p_probs(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter (Holtzman et al. 2020) with Meta's rule, renormalised. (B, V) -> (B, V).
+
+    Tokens are taken in order of probability while the mass *before* a token is <= p
+    (Meta ``sample_top_p``: ``mask = cumsum - prob > p``), so the kept set is the smallest
+    prefix whose mass reaches p, and the most likely token is always kept.
+    """
+    if not 0.0 < p <= 1.0:
+        raise GenerationError(f"top_p: expected 0 < top_p <= 1, found {p}")
+    probs_sort, probs_idx = torch.sort(probs, dim=-1, descending=True)  # (B, V) each
+    mass_before = torch.cumsum(probs_sort, dim=-1) - probs_sort
+    probs_sort = torch.where(mass_before > p, torch.zeros_like(probs_sort), probs_sort)
+    kept = torch.zeros_like(probs).scatter(-1, probs_idx, probs_sort)  # back to vocabulary order
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def sample_top_p(probs: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Meta's ``sample_top_p``: draw one token per row from the top-p nucleus. (B, V) -> (B, 1)."""
+    return torch.multinomial(top_p_probs(probs, p), num_samples=1, generator=generator)
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 0.6,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token per row: greedy at ``temperature == 0``, else softmax(logits / T) -> top-k -> top-p -> draw.
+
+    Args:
+        logits: (B, V) scores of the last position.
+        temperature: 0 for greedy; > 0 flattens (> 1) or sharpens (< 1) the distribution.
+        top_p: nucleus mass in (0, 1]; 1 keeps every token.
+        top_k: keep only the k most likely tokens (None: no limit).
+        generator: a seeded ``torch.Generator`` for reproducible draws.
+
+    Returns:
+        (B,) token ids.
+    """
+    if temperature < 0:
+        raise GenerationError(f"temperature: expected >= 0, found {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise GenerationError(f"top_p: expected 0 < top_p <= 1, found {top_p}")
+    if temperature == 0:
+        return sample_greedy(logits)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    if top_k is not None:
+        probs = top_k_probs(probs, top_k)
+    if top_p < 1.0:
+        probs = top_p_probs(probs, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming text out of token ids without splitting multi-byte characters
+# ---------------------------------------------------------------------------------------------
+
+
+class IncrementalDecoder:
+    """Turns token ids into text pieces as they arrive.
+
+    One token can hold half of a UTF-8 character (byte-level BPE), and SentencePiece decodes a
+    leading space differently at the start of a string. So we decode a short window of recent
+    tokens twice (with and without the newest) and emit only the new suffix, holding it back
+    while it ends in U+FFFD (an incomplete character). Same idea as HF ``TextStreamer``.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # window start
+        self.read = 0  # ids before this index have been emitted
+
+    def push(self, token: int) -> str:
+        """Add one token id; returns the text it completes (maybe empty)."""
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        text = self.tokenizer.decode(self.ids[self.prefix :])
+        if len(text) > len(before) and not text.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return text[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """Text still held back (an incomplete character at the very end)."""
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        text = self.tokenizer.decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return text[len(before) :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and dtype
+# ---------------------------------------------------------------------------------------------
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, else CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerationError(f"device {str(device)!r} requested but torch.cuda.is_available() is False")
+    return device
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """A dtype that works on ``device``: float32 on CPU (fp16 matmuls are slow or missing there),
+    bfloat16 on CUDA when supported, else float16. An explicit ``dtype`` wins."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise GenerationError(f"dtype: expected one of {', '.join(_DTYPES)}, found {dtype!r}")
+        dtype = _DTYPES[dtype]
+    if dtype is None:
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif device.type == "mps":
+            dtype = torch.float16
+        else:
+            dtype = torch.float32
+        log.info("dtype: %s picked for device %s", dtype, device)
+    return dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Llama: model + tokenizer + chat formatter, with Meta's generation API
+# ---------------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """Token buffer of one generate() call: prompts left-aligned in (B, total_len), padding after."""
+
+    def __init__(self, prompts: list[list[int]], total_len: int, device: torch.device, logprobs: bool) -> None:
+        B = len(prompts)
+        self.prompt_lens = [len(p) for p in prompts]
+        self.total_len = total_len
+        # Padding is never fed to the model: a position is filled (prompt or sample) before it is read.
+        self.tokens = torch.zeros((B, total_len), dtype=torch.long, device=device)  # (B, total_len)
+        for i, p in enumerate(prompts):
+            self.tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long, device=device)
+        lens = torch.tensor(self.prompt_lens, device=device)
+        self.is_prompt = torch.arange(total_len, device=device)[None, :] < lens[:, None]  # (B, total_len)
+        self.logprobs = torch.zeros((B, total_len), device=device) if logprobs else None
+        self.done = torch.zeros(B, dtype=torch.bool, device=device)
+
+
+class Llama:
+    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``."""
+
+    def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.args = args
+        self.formatter = formatter  # ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout
+        self.device = next(model.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    @staticmethod
+    def build(
+        ckpt_dir: str | Path | None = None,
+        tokenizer_path: str | Path | None = None,
+        max_seq_len: int = 2048,
+        max_batch_size: int = 4,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        seed: int = 1,
+        model_parallel_size: int | None = None,
+        **_ignored,
+    ) -> Llama:
+        """Load a checkpoint (Meta dir, HF dir or GGUF file) and its tokenizer.
+
+        Args:
+            ckpt_dir: checkpoint path; None loads the embedded SmolLM2 GGUF.
+            tokenizer_path: tokenizer file; None uses the one beside (or inside) the checkpoint.
+            max_seq_len: longest prompt + generation served.
+            max_batch_size: most prompts per ``generate`` call (longer lists are split by the completions).
+            device: None -> CUDA if available else CPU.
+            dtype: None -> float32 on CPU, bfloat16 (or float16) on CUDA.
+            seed: seed of the sampling generator.
+            model_parallel_size: ranks sharing the model (default: the world size under torchrun, else 1);
+                > 1 loads this rank's slice (``parallel_load.py``).
+        """
+        from . import checkpoint
+        from .chat_format import ChatFormat, ChatTemplate
+        from .model import Transformer
+        from .parallel import resolve_model_parallel_size
+        from .parallel_load import load_parallel_checkpoint
+        from .tokenizer import Tokenizer, load_tokenizer
+
+        if _ignored:  # e.g. Meta's quantization_mode: not supported here, nothing to do
+            log.info("Llama.build: ignoring %s", ", ".join(sorted(_ignored)))
+        device = pick_device(device)
+        dtype = pick_dtype(device, dtype)
+        path = Path(ckpt_dir) if ckpt_dir is not None else checkpoint.default_model_path()
+        t0 = time.perf_counter()
+        if resolve_model_parallel_size(model_parallel_size) > 1:  # torchrun: each rank loads its slice
+            ckpt, model = load_parallel_checkpoint(
+                path, model_parallel_size, device, dtype, not tokenizer_path,
+                max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+            )  # fmt: skip
+        else:
+            ckpt = checkpoint.load_checkpoint(
+                path,
+                dtype=dtype,
+                with_tokenizer=not tokenizer_path,
+                max_seq_len=max_seq_len,
+                max_batch_size=max_batch_size,
+            )
+            model = checkpoint.model_from_state_dict(Transformer, ckpt.args, ckpt.state_dict, device)
+        tokenizer = load_tokenizer(str(tokenizer_path)) if tokenizer_path else ckpt.tokenizer
+        if tokenizer is None:
+            raise checkpoint.CheckpointError(
+                f"{path}: no tokenizer found with the checkpoint (tokenizer.model or tokenizer.json): "
+                "pass tokenizer_path"
+            )
+        if tokenizer.n_words > ckpt.args.vocab_size:  # ids past the embedding table would crash mid-generation
+            raise checkpoint.CheckpointError(
+                f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the model's vocab_size is "
+                f"{ckpt.args.vocab_size}: wrong tokenizer for this checkpoint?"
+            )
+        if ckpt.chat_template:
+            formatter = ChatTemplate(ckpt.chat_template, tokenizer)
+        elif isinstance(tokenizer, Tokenizer):
+            formatter = ChatFormat(tokenizer)
+        else:
+            formatter = None
+        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, time.perf_counter() - t0)
+        return Llama(model, tokenizer, ckpt.args, formatter, seed=seed)
+
+    # ---- the decode loop ----
+
+    def _prepare(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int | None, logprobs: bool) -> _Batch:
+        """Validate a request, size the KV cache from it, and lay the prompts out in a buffer."""
+        prompts = [list(p) for p in prompt_tokens]
+        if not prompts:
+            raise GenerationError("generate: no prompts given (prompt_tokens is empty)")
+        for i, p in enumerate(prompts):
+            if not p:
+                raise GenerationError(f"generate: prompt {i} is empty (0 tokens); give at least one token")
+        if len(prompts) > self.args.max_batch_size:
+            raise GenerationError(f"generate: {len(prompts)} prompts exceed max_batch_size={self.args.max_batch_size}")
+        max_prompt = max(len(p) for p in prompts)
+        room = self.args.max_seq_len - max_prompt
+        if room < 0:
+            raise GenerationError(f"prompt of {max_prompt} tokens exceeds max_seq_len={self.args.max_seq_len}")
+        if max_gen_len is None:
+            max_gen_len = room
+        if max_gen_len < 0:
+            raise GenerationError(f"max_gen_len: expected >= 0, found {max_gen_len}")
+        if max_gen_len > room:
+            raise GenerationError(
+                f"prompt ({max_prompt} tokens) + max_gen_len ({max_gen_len}) = {max_prompt + max_gen_len} "
+                f"exceeds max_seq_len={self.args.max_seq_len}"
+            )
+        batch = _Batch(prompts, max_prompt + max_gen_len, self.device, logprobs)
+        self.model.setup_cache(len(prompts), batch.total_len)  # sized from this request; the model logs it
+        return batch
+
+    def _steps(self, batch: _Batch, temperature: float, top_p: float, top_k: int | None) -> Iterator[int]:
+        """Fill ``batch.tokens`` position by position; yields each position once it holds a token."""
+        tokens, min_len = batch.tokens, min(batch.prompt_lens)
+        stop = torch.tensor(sorted(self.tokenizer.stop_tokens), device=self.device)
+        if min_len == batch.total_len:  # nothing to generate: score the prompts (echo + logprobs)
+            if batch.logprobs is not None:
+                logits = self.model(tokens, 0)  # (B, S, V)
+                batch.logprobs[:, 1:] = -F.cross_entropy(
+                    logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none"
+                )
+            return
+        prev_pos = 0
+        for cur_pos in range(min_len, batch.total_len):
+            logits = self.model(tokens[:, prev_pos:cur_pos], prev_pos)  # (B, T, V): prefill, then T = 1
+            next_token = sample(logits[:, -1], temperature, top_p, top_k, self.generator)  # (B,)
+            if getattr(self.model, "model_parallel", None):  # all ranks continue with rank 0's tokens
+                broadcast_(next_token)
+            # rows whose prompt reaches this position keep their prompt token
+            next_token = torch.where(batch.is_prompt[:, cur_pos], tokens[:, cur_pos], next_token)
+            tokens[:, cur_pos] = next_token
+            if batch.logprobs is not None:  # log p(token at t+1 | tokens <= t) for the positions just computed
+                target = tokens[:, prev_pos + 1 : cur_pos + 1]  # (B, T)
+                batch.logprobs[:, prev_pos + 1 : cur_pos + 1] = -F.cross_entropy(
+                    logits.transpose(1, 2), target, reduction="none"
+                )
+            batch.done |= ~batch.is_prompt[:, cur_pos] & torch.isin(next_token, stop)
+            yield cur_pos
+            prev_pos = cur_pos
+            if bool(batch.done.all()):
+                break
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt_tokens: Sequence[Sequence[int]],
+        max_gen_len: int | None,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        top_k: int | None = None,
+        logprobs: bool = False,
+        echo: bool = False,
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
+        """Continue each prompt (Meta's ``Llama.generate``).
+
+        Args:
+            prompt_tokens: one list of token ids per prompt (lengths may differ).
+            max_gen_len: most new tokens per prompt; None fills the context (max_seq_len).
+            temperature, top_p, top_k: see :func:`sample`; temperature 0 is greedy.
+            logprobs: also return log p(token | prefix) for every returned token.
+            echo: return the prompt tokens too (their first logprob is 0: nothing precedes it).
+
+        Returns:
+            (tokens, logprobs): per prompt, the new tokens (prompt + new with ``echo``) up to and
+            excluding the first stop token; logprobs None unless requested.
+        """
+        batch = self._prepare(prompt_tokens, max_gen_len, logprobs)
+        for _ in self._steps(batch, temperature, top_p, top_k):
+            pass
+        stop = set(self.tokenizer.stop_tokens)
+        all_tokens = batch.tokens.tolist()
+        all_logprobs = batch.logprobs.tolist() if batch.logprobs is not None else None
+        out_tokens, out_logprobs = [], []
+        max_gen = batch.total_len - max(batch.prompt_lens)
+        for i, n in enumerate(batch.prompt_lens):
+            start, end = (0 if echo else n), n + max_gen
+            toks = all_tokens[i][start:end]
+            # cut at the first stop token among the *generated* ones (an echoed prompt may contain some)
+            cut = next((j for j in range(n - start, len(toks)) if toks[j] in stop), len(toks))
+            out_tokens.append(toks[:cut])
+            if all_logprobs is not None:
+                out_logprobs.append(all_logprobs[i][start:end][:cut])
+        return out_tokens, (out_logprobs if logprobs else None)
+
+    @torch.inference_mode()
+    def generate_stream(
+        self,
+        prompt_tokens: Sequence[int],
+        max_gen_len: int | None = None,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        top_k: int | None = None,
+    ) -> Iterator[int]:
+        """Yield the new token ids of one prompt as they are produced (the stop token is not yielded)."""
+        batch = self._prepare([prompt_tokens], max_gen_len, logprobs=False)
+        stop = set(self.tokenizer.stop_tokens)
+        for pos in self._steps(batch, temperature, top_p, top_k):
+            if pos >= batch.prompt_lens[0]:
+                token = int(batch.tokens[0, pos])
+                if token in stop:
+                    return
+                yield token
+
+    # ---- text and chat ----
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the tokenizer
+        says it adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g. SmolLM2)."""
+        return self.tokenizer.encode(prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False)
+
+    def encode_dialog(self, dialog: Dialog) -> list[int]:
+        """Token ids of a dialog laid out by the model's chat format, ending with the assistant header."""
+        if self.formatter is None:
+            raise GenerationError("this checkpoint has neither a chat template nor a Llama 3 tokenizer: use generate")
+        if not dialog:
+            raise GenerationError("chat: the dialog is empty; give at least one message")
+        return self.formatter.encode_dialog_prompt(dialog)
+
+    def _batched(self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False):
+        """generate() over chunks of max_batch_size prompts."""
+        toks, lps, step = [], [], self.args.max_batch_size
+        for i in range(0, len(prompts), step):
+            t, lp = self.generate(prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo)
+            toks += t
+            lps += lp or [None] * len(t)
+        return toks, lps
+
+    def text_completion(
+        self,
+        prompts: list[str],
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        max_gen_len: int | None = None,
+        logprobs: bool = False,
+        echo: bool = False,
+        top_k: int | None = None,
+    ) -> list[CompletionPrediction]:
+        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs`` if asked)."""
+        ids = [self.encode_prompt(p) for p in prompts]
+        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, echo)
+        out: list[CompletionPrediction] = []
+        for t, lp in zip(toks, lps):
+            pred: CompletionPrediction = {"generation": self.tokenizer.decode(t)}
+            if logprobs:
+                pred["tokens"] = [self.tokenizer.decode([x]) for x in t]
+                pred["logprobs"] = lp
+            out.append(pred)
+        return out
+
+    def chat_completion(
+        self,
+        dialogs: list[Dialog],
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        max_gen_len: int | None = None,
+        logprobs: bool = False,
+        top_k: int | None = None,
+    ) -> list[ChatPrediction]:
+        """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str}}]``."""
+        ids = [self.encode_dialog(d) for d in dialogs]
+        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs)
+        out: list[ChatPrediction] = []
+        for t, lp in zip(toks, lps):
+            pred: ChatPrediction = {"generation": {"role": "assistant", "content": self.tokenizer.decode(t)}}
+            if logprobs:
+                pred["tokens"] = [self.tokenizer.decode([x]) for x in t]
+                pred["logprobs"] = lp
+            out.append(pred)
+        return out
+
+    def stream_tokens_as_text(self, tokens: Iterator[int]) -> Iterator[str]:
+        """Text pieces of a token stream, never splitting a multi-byte character."""
+        dec = IncrementalDecoder(self.tokenizer)
+        for t in tokens:
+            piece = dec.push(t)
+            if piece:
+                yield piece
+        tail = dec.flush()
+        if tail:
+            yield tail
+
+    def stream_text_completion(
+        self,
+        prompt: str,
+        max_gen_len: int | None = None,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        top_k: int | None = None,
+    ) -> Iterator[str]:
+        """Continue one text prompt, yielding text pieces as tokens are produced."""
+        ids = self.encode_prompt(prompt)
+        return self.stream_tokens_as_text(self.generate_stream(ids, max_gen_len, temperature, top_p, top_k))
+
+    def stream_chat_completion(
+        self,
+        dialog: Dialog,
+        max_gen_len: int | None = None,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        top_k: int | None = None,
+    ) -> Iterator[str]:
+        """Answer one dialog, yielding text pieces of the assistant's reply as they are produced."""
+        ids = self.encode_dialog(dialog)
+        return self.stream_tokens_as_text(self.generate_stream(ids, max_gen_len, temperature, top_p, top_k))
