@@ -236,66 +236,23 @@ def _rope_scaling_fields(rs: Any, source: str) -> dict[str, Any]:
     return out
 
 
-_L3 = dict(vocab_size=128256, norm_eps=1e-5, rope_theta=500000.0)
+def _llama3(dim: int, n_layers: int, n_heads: int, multiple_of: int, ffn_dim_multiplier: float, **extra: Any) -> dict:
+    """One release's params.json: every Llama 3.x text model has 8 kv heads and the same vocabulary."""
+    return dict(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=8, vocab_size=128256, multiple_of=multiple_of,
+                ffn_dim_multiplier=ffn_dim_multiplier, norm_eps=1e-5, rope_theta=500000.0, **extra)  # fmt: skip
+
+
+_SCALED = dict(use_scaled_rope=True)  # Llama 3.1 and 3.2: RoPE frequency scaling (factor 8, or 32 for 3.2 1B/3B)
 
 # Meta's params.json for each release (llama-models sku_list.py arch_args), Llama 3.x text models.
 PRESETS: dict[str, dict[str, Any]] = {
-    "llama3-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024, ffn_dim_multiplier=1.3, **_L3),
-    "llama3-70b": dict(
-        dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096, ffn_dim_multiplier=1.3, **_L3
-    ),
-    "llama3.1-8b": dict(
-        dim=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        multiple_of=1024,
-        ffn_dim_multiplier=1.3,
-        use_scaled_rope=True,
-        **_L3,
-    ),
-    "llama3.1-70b": dict(
-        dim=8192,
-        n_layers=80,
-        n_heads=64,
-        n_kv_heads=8,
-        multiple_of=4096,
-        ffn_dim_multiplier=1.3,
-        use_scaled_rope=True,
-        **_L3,
-    ),
-    "llama3.1-405b": dict(
-        dim=16384,
-        n_layers=126,
-        n_heads=128,
-        n_kv_heads=8,
-        multiple_of=4096,
-        ffn_dim_multiplier=1.2,
-        use_scaled_rope=True,
-        **_L3,
-    ),
-    "llama3.2-1b": dict(
-        dim=2048,
-        n_layers=16,
-        n_heads=32,
-        n_kv_heads=8,
-        multiple_of=256,
-        ffn_dim_multiplier=1.5,
-        use_scaled_rope=True,
-        tie_word_embeddings=True,
-        **_L3,
-    ),
-    "llama3.2-3b": dict(
-        dim=3072,
-        n_layers=28,
-        n_heads=24,
-        n_kv_heads=8,
-        multiple_of=256,
-        ffn_dim_multiplier=1.0,
-        use_scaled_rope=True,
-        tie_word_embeddings=True,
-        **_L3,
-    ),
+    "llama3-8b": _llama3(4096, 32, 32, 1024, 1.3),
+    "llama3-70b": _llama3(8192, 80, 64, 4096, 1.3),
+    "llama3.1-8b": _llama3(4096, 32, 32, 1024, 1.3, **_SCALED),
+    "llama3.1-70b": _llama3(8192, 80, 64, 4096, 1.3, **_SCALED),
+    "llama3.1-405b": _llama3(16384, 126, 128, 4096, 1.2, **_SCALED),
+    "llama3.2-1b": _llama3(2048, 16, 32, 256, 1.5, tie_word_embeddings=True, **_SCALED),
+    "llama3.2-3b": _llama3(3072, 28, 24, 256, 1.0, tie_word_embeddings=True, **_SCALED),
 }
 
 
