@@ -247,7 +247,8 @@ def add_dataclass_arguments(
     """Add one switch per field of ``cls`` (bools also get ``--no-x``); returns the triples for override_config.
 
     Switches default to ``argparse.SUPPRESS``, so the namespace holds only the switches actually given.
-    ``dashes=True`` also accepts ``--max-seq-len`` for field ``max_seq_len``.
+    ``dashes=True`` spells field ``max_seq_len`` ``--max-seq-len`` (the spelling help shows) and also accepts
+    ``--max_seq_len``.
     """
     triples = build_cmdline_parser_from(cls, prefix)
     try:
@@ -260,7 +261,7 @@ def add_dataclass_arguments(
             help_text += f" (default: {_plain(get_field(defaults, path))})"
         kw: dict[str, Any] = dict(dest=_dest(switch), default=argparse.SUPPRESS, help=help_text.strip())
         kw["help"] = kw["help"].replace("%", "%%")  # argparse %-formats help strings
-        names = [switch, switch.replace("_", "-")] if dashes and "_" in switch else [switch]
+        names = [switch.replace("_", "-"), switch] if dashes and "_" in switch else [switch]
         if tp is bool or (_is_union(tp) and bool in get_args(tp)):
             group = parser.add_mutually_exclusive_group()
             group.add_argument(*names, type=conv, nargs="?", const=True, metavar="BOOL", **kw)

@@ -47,6 +47,9 @@ __all__ = [
     "save_meta",
     "save_hf",
     "convert",
+    "find_tokenizer_files",
+    "tokenizer_for",
+    "atomic_dir",
 ]
 
 log = get_relay("simplellama.checkpoint")
@@ -239,7 +242,7 @@ def load_checkpoint(
         ", tied embeddings" if a.tie_word_embeddings else "",
     )
     if with_tokenizer and fmt != "gguf":
-        ckpt.tokenizer = _tokenizer_for(ckpt)
+        ckpt.tokenizer = tokenizer_for(ckpt)
     return ckpt
 
 
@@ -287,11 +290,11 @@ def load_tokenizer(path: str | os.PathLike | None = None) -> Any:
     fmt = detect_format(path)
     ckpt = Checkpoint(fmt, ModelArgs(), {}, path=path)
     if fmt != "gguf":
-        _find_tokenizer_files(ckpt)
-    return _tokenizer_for(ckpt)
+        find_tokenizer_files(ckpt)
+    return tokenizer_for(ckpt)
 
 
-def _find_tokenizer_files(ckpt: Checkpoint) -> None:
+def find_tokenizer_files(ckpt: Checkpoint) -> None:
     """Fill ``ckpt``'s tokenizer fields from the files in its directory."""
     d = ckpt.path
     for name in ("tokenizer.model", "original/tokenizer.model"):
@@ -308,7 +311,7 @@ def _find_tokenizer_files(ckpt: Checkpoint) -> None:
         ckpt.chat_template = (d / "chat_template.jinja").read_text()
 
 
-def _tokenizer_for(ckpt: Checkpoint) -> Any:
+def tokenizer_for(ckpt: Checkpoint) -> Any:
     """Build the tokenizer the checkpoint carries: GGUF metadata, else tokenizer.model, else tokenizer.json."""
     from . import tokenizer as tk
 
@@ -329,7 +332,7 @@ def _tokenizer_for(ckpt: Checkpoint) -> Any:
 
 
 @contextmanager
-def _atomic_dir(dst: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(dst: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``dst`` that becomes ``dst`` only if the body succeeds."""
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from LogRelay import get_relay
 
-from .checkpoint import Checkpoint, CheckpointError, _atomic_dir, _find_tokenizer_files, _log_ram, check_state_dict
+from .checkpoint import Checkpoint, CheckpointError, _log_ram, atomic_dir, check_state_dict, find_tokenizer_files
 from .config import ConfigError, ModelArgs
 from .rope import hf_to_meta_qk, meta_to_hf_qk
 
@@ -192,7 +192,7 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
             bar.update()
     check_state_dict(sd, args, str(d))
     ckpt = Checkpoint("hf", args, sd, path=d)
-    _find_tokenizer_files(ckpt)
+    find_tokenizer_files(ckpt)
     return ckpt
 
 
@@ -211,7 +211,7 @@ def save_hf(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
             t = meta_to_hf_qk(t, args.n_kv_heads)
         out[meta_to_hf_name(name)] = t.contiguous()
     dtype = ckpt.state_dict["tok_embeddings.weight"].dtype
-    with _atomic_dir(dst) as tmp:
+    with atomic_dir(dst) as tmp:
         (tmp / "config.json").write_text(json.dumps(args_to_hf_config(args, dtype), indent=2))
         with log.busy("writing model.safetensors", total=1) as bar:
             save_file(out, tmp / "model.safetensors", metadata={"format": "pt"})

@@ -27,16 +27,16 @@ from LogRelay import get_relay
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
-    _atomic_dir,
-    _find_tokenizer_files,
     _log_ram,
+    atomic_dir,
     check_state_dict,
     expected_shapes,
+    find_tokenizer_files,
     write_tokenizer_files,
 )
 from .config import ConfigError, ModelArgs
 
-__all__ = ["load_meta", "save_meta"]
+__all__ = ["load_meta", "save_meta", "meta_shard_paths", "torch_load_checked"]
 
 log = get_relay("simplellama.checkpoint")
 
@@ -57,7 +57,8 @@ def _shard_dim(key: str) -> int | None:
     return _SHARD_DIM.get(module)
 
 
-def _meta_shards(d: Path) -> list[Path]:
+def meta_shard_paths(d: Path) -> list[Path]:
+    """``d``'s ``consolidated.NN.pth`` files in shard order; a gap in the numbering is an error."""
     found = {
         int(m.group(1)): d / m.group(0) for x in d.iterdir() if (m := re.fullmatch(r"consolidated\.(\d+)\.pth", x.name))
     }
@@ -73,7 +74,7 @@ def _meta_shards(d: Path) -> list[Path]:
     return [found[n] for n in numbers]
 
 
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+def torch_load_checked(path: Path) -> dict[str, torch.Tensor]:
     """``torch.load`` (weights only, memory-mapped) with plain messages for the usual failures."""
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -122,10 +123,10 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
         args = ModelArgs.from_json(params, **overrides)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-    paths = _meta_shards(d)
+    paths = meta_shard_paths(d)
     n_bytes = sum(p.stat().st_size for p in paths)
     _log_ram(str(d), n_bytes if dtype is None else n_bytes * dtype.itemsize // 2)
-    shards = [_torch_load(p) for p in paths]  # memory-mapped: nothing is read yet
+    shards = [torch_load_checked(p) for p in paths]  # memory-mapped: nothing is read yet
     keys = list(shards[0])
     for p, s in zip(paths[1:], shards[1:]):
         if set(s) != set(keys):
@@ -156,7 +157,7 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
     del shards
     check_state_dict(sd, args, str(d))
     ckpt = Checkpoint("meta", args, sd, path=d)
-    _find_tokenizer_files(ckpt)
+    find_tokenizer_files(ckpt)
     return ckpt
 
 
@@ -165,7 +166,7 @@ def save_meta(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
     sd = dict(ckpt.state_dict)
     if ckpt.args.tie_word_embeddings:
         sd.pop("output.weight", None)  # Meta's tied checkpoints (Llama 3.2 1B/3B) omit it
-    with _atomic_dir(dst) as tmp:
+    with atomic_dir(dst) as tmp:
         (tmp / "params.json").write_text(json.dumps(ckpt.args.to_params_json(), indent=2))
         with log.busy("writing consolidated.00.pth", total=1) as bar:
             torch.save({k: v.contiguous() for k, v in sd.items()}, tmp / "consolidated.00.pth")

@@ -55,23 +55,9 @@ class RunOptions:
 # ---------------------------------------------------------------------------------------------
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> list:
-    """A ``--switch`` per RunOptions field (subroutines.add_dataclass_arguments), spelled with dashes
-    (``--max-new-tokens``) and, as subroutines names them, with the field name (``--max_new_tokens``)."""
-    from subroutines import add_dataclass_arguments
-
-    triples = add_dataclass_arguments(parser, RunOptions)
-    for action in list(parser._actions):
-        for switch in [s for s in action.option_strings if "_" in s]:
-            dashed = switch.replace("_", "-")
-            action.option_strings.insert(0, dashed)
-            parser._option_string_actions[dashed] = action
-    return triples
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
     """The argument parser and, per subcommand, the (field, switch, converter) triples of :class:`RunOptions`."""
-    from subroutines import ArgumentParser
+    from subroutines import ArgumentParser, add_dataclass_arguments
 
     from . import bench
 
@@ -81,12 +67,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
 
     gen = sub.add_parser("generate", help="continue a text prompt")
     gen.add_argument("--prompt", required=True, help="text to continue")
-    triples = {"generate": _add_run_options(gen)}
+    triples = {"generate": add_dataclass_arguments(gen, RunOptions, dashes=True)}
 
     chat = sub.add_parser("chat", help="chat through the model's chat format")
     chat.add_argument("message", nargs="?", help="one user message (omit: interactive / one turn per stdin line)")
     chat.add_argument("--system", default=None, help="system prompt")
-    triples["chat"] = _add_run_options(chat)
+    triples["chat"] = add_dataclass_arguments(chat, RunOptions, dashes=True)
 
     conv = sub.add_parser("convert", help="convert a checkpoint (Meta, HF or GGUF) to Meta or HF layout")
     conv.add_argument("src", help="checkpoint to read")

@@ -53,7 +53,7 @@ def read_meta_slice(
     The embedding split (``"vocab"`` for Llama 3, ``"dim"`` for Llama 2) is read from the shape of
     ``tok_embeddings.weight`` in the first shard this rank opens.
     """
-    from .checkpoint_meta import _torch_load  # plain messages for HTML pages, truncated files, pickles
+    from .checkpoint_meta import torch_load_checked  # plain messages for HTML pages, truncated files, pickles
 
     N, W, r = len(paths), world_size, rank
     needed = shards_for_rank(N, W, r)
@@ -61,7 +61,7 @@ def read_meta_slice(
     cursor: dict[str, int] = {}  # per key: how far along its split dim this rank's slice is filled
     embedding = "vocab"
     for n, i in enumerate(needed):
-        shard = _torch_load(paths[i])  # memory-mapped: only the pieces copied below are read
+        shard = torch_load_checked(paths[i])  # memory-mapped: only the pieces copied below are read
         if n == 0:
             emb = shard.get("tok_embeddings.weight")
             if N > 1 and emb is not None and emb.ndim == 2 and emb.shape[0] == args.vocab_size:
@@ -119,7 +119,7 @@ def load_parallel_checkpoint(
     live in the model). Joins the torchrun process group if needed (``init_distributed``).
     """
     from . import checkpoint
-    from .checkpoint_meta import _meta_shards  # consolidated.00.pth ... numbered without gaps
+    from .checkpoint_meta import meta_shard_paths  # consolidated.00.pth ... numbered without gaps
     from .model import Transformer
 
     W, r = init_distributed(model_parallel_size, device)
@@ -139,7 +139,7 @@ def load_parallel_checkpoint(
         args = ModelArgs.from_json(path / "params.json", **arg_overrides)
     except ConfigError as e:
         raise checkpoint.CheckpointError(str(e)) from None
-    paths = _meta_shards(path)
+    paths = meta_shard_paths(path)
     sd, embedding = read_meta_slice(paths, args, W, r, dtype)
     if "output.weight" not in sd:  # Meta's tied models (Llama 3.2 1B/3B) omit it
         args.tie_word_embeddings = True
@@ -160,9 +160,9 @@ def load_parallel_checkpoint(
     n_read = len(shards_for_rank(len(paths), W, r))
     log.info("rank %d: loaded %d tensors from %d of %d shard(s)", r, len(sd), n_read, len(paths))
     ckpt = checkpoint.Checkpoint("meta", args, {}, path=path)
-    checkpoint._find_tokenizer_files(ckpt)  # tokenizer.model / tokenizer.json / chat template beside the shards
+    checkpoint.find_tokenizer_files(ckpt)  # tokenizer.model / tokenizer.json / chat template beside the shards
     if with_tokenizer:
-        ckpt.tokenizer = checkpoint._tokenizer_for(ckpt)
+        ckpt.tokenizer = checkpoint.tokenizer_for(ckpt)
     return ckpt, model
 
 

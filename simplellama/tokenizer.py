@@ -30,10 +30,9 @@ from .tokenizer_utils import (
     LLAMA3_PATTERN,
     Specials,
     TokenizerError,
-    check_disallowed,
+    allowed_specials,
     detect_tokenizer_format,
     expect_format,
-    resolve_specials,
     special_pattern,
     split_on,
 )
@@ -114,10 +113,7 @@ class Tokenizer:
         self, s: str, *, bos: bool, eos: bool, allowed_special: Specials = None, disallowed_special: Specials = ()
     ) -> list[int]:
         """Encode ``s``; ``bos``/``eos`` add <|begin_of_text|>/<|end_of_text|>. See the module doc for specials."""
-        if not isinstance(s, str):
-            raise TokenizerError(f"encode: expected a str, found {type(s).__name__}")
-        allowed, disallowed = resolve_specials(self.special_tokens, allowed_special, disallowed_special)
-        check_disallowed(s, disallowed)
+        allowed = allowed_specials(s, self.special_tokens, allowed_special, disallowed_special)
         t: list[int] = []
         for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS):
             for piece in self._split_whitespaces_or_nonwhitespaces(
@@ -176,10 +172,7 @@ class SentencePieceTokenizer:
         self, s: str, *, bos: bool, eos: bool, allowed_special: Specials = None, disallowed_special: Specials = ()
     ) -> list[int]:
         """Encode ``s`` with SentencePiece; allowed special tokens in the text become their ids."""
-        if not isinstance(s, str):
-            raise TokenizerError(f"encode: expected a str, found {type(s).__name__}")
-        allowed, disallowed = resolve_specials(self.special_tokens, allowed_special, disallowed_special)
-        check_disallowed(s, disallowed)
+        allowed = allowed_specials(s, self.special_tokens, allowed_special, disallowed_special)
         t: list[int] = []
         for piece, is_special in split_on(s, special_pattern(allowed)):
             t.extend([self.special_tokens[piece]] if is_special else self.sp_model.encode(piece))

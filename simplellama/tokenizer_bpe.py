@@ -24,9 +24,8 @@ from .tokenizer_utils import (
     LLAMA3_PATTERN,
     Specials,
     TokenizerError,
-    check_disallowed,
+    allowed_specials,
     expect_format,
-    resolve_specials,
     special_pattern,
     split_on,
 )
@@ -286,10 +285,7 @@ class ByteLevelBPETokenizer:
         self, s: str, *, bos: bool, eos: bool, allowed_special: Specials = None, disallowed_special: Specials = ()
     ) -> list[int]:
         """Encode ``s``; ``bos``/``eos`` add the bos/eos ids. Non-special added tokens always match whole."""
-        if not isinstance(s, str):
-            raise TokenizerError(f"encode: expected a str, found {type(s).__name__}")
-        allowed, disallowed = resolve_specials(self.special_tokens, allowed_special, disallowed_special)
-        check_disallowed(s, disallowed)
+        allowed = allowed_specials(s, self.special_tokens, allowed_special, disallowed_special)
         t: list[int] = []
         for part, is_special in split_on(s, special_pattern(allowed)):
             if is_special:

@@ -16,8 +16,7 @@ __all__ = [
     "FORMAT_NAMES",
     "detect_tokenizer_format",
     "expect_format",
-    "resolve_specials",
-    "check_disallowed",
+    "allowed_specials",
     "special_pattern",
     "split_on",
 ]
@@ -84,20 +83,23 @@ def expect_format(path: str | Path, expected: str, cls: str) -> Path:
     return path
 
 
-def resolve_specials(specials: Collection[str], allowed: Specials, disallowed: Specials) -> tuple[set, set]:
-    """Meta/tiktoken semantics: ``allowed`` become ids, ``disallowed`` raise, the rest are plain text."""
+def allowed_specials(s: str, specials: Collection[str], allowed: Specials, disallowed: Specials) -> set[str]:
+    """Check ``encode``'s input and return the special tokens to encode as ids (Meta/tiktoken semantics).
+
+    ``allowed`` ("all" or names) become ids, ``disallowed`` ("all" = every special not allowed) raise when
+    ``s`` contains them, the rest are plain text.
+    """
+    if not isinstance(s, str):
+        raise TokenizerError(f"encode: expected a str, found {type(s).__name__}")
     allowed_set = set(specials) if allowed == "all" else set(allowed or ())
     disallowed_set = set(specials) - allowed_set if disallowed == "all" else set(disallowed or ())
-    return allowed_set, disallowed_set
-
-
-def check_disallowed(s: str, disallowed: set[str]) -> None:
-    for token in disallowed:
+    for token in disallowed_set:
         if token in s:
             raise TokenizerError(
                 f"encode: the text contains the special token {token!r}, which is disallowed; pass "
                 f"allowed_special={{{token!r}}} to encode it as a special token, or disallowed_special=() as text"
             )
+    return allowed_set
 
 
 def special_pattern(tokens: Collection[str]) -> re.Pattern | None:

@@ -9,20 +9,15 @@ import sys
 import pytest
 import torch
 from ckpt_factory import tiny_args, write_meta
+from embedded_model import one_thread_llama
 
 from simplellama import cli
 from simplellama.checkpoint import default_model_path
-from simplellama.generation import Llama
 
 
 @pytest.fixture(scope="module")
 def llama():
-    # one torch thread: `make test` runs 2 pytest workers on 2 cores, and oversubscribed threads make
-    # every matmul wait for a descheduled peer (measured 10x slower decode steps)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield Llama.build(dtype="float32", device="cpu", max_seq_len=256)
-    torch.set_num_threads(threads)
+    yield from one_thread_llama(max_seq_len=256)
 
 
 @pytest.fixture()

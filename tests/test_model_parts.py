@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from hf_reference import hf_llama_config
 from transformers import LlamaConfig
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 from transformers.models.llama.modeling_llama import (
@@ -65,23 +66,6 @@ def tiny_args(rope: dict, **kw) -> ModelArgs:
     return ModelArgs(**{**base, **rope, **kw})
 
 
-def hf_config(args: ModelArgs, rope_parameters: dict) -> LlamaConfig:
-    cfg = LlamaConfig(
-        vocab_size=args.vocab_size,
-        hidden_size=args.dim,
-        intermediate_size=args.hidden_dim,
-        num_hidden_layers=args.n_layers,
-        num_attention_heads=args.n_heads,
-        num_key_value_heads=args.n_kv_heads,
-        rms_norm_eps=args.norm_eps,
-        max_position_embeddings=args.max_seq_len,
-        rope_parameters=dict(rope_parameters),
-        tie_word_embeddings=args.tie_word_embeddings,
-    )
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
 def heads_to_hf(x: torch.Tensor) -> torch.Tensor:
     """Activations (B, T, heads, Dh): Meta's per-head feature order -> HF's, with our row permutation."""
     return meta_to_hf_qk(x.movedim(-1, 0), 1).movedim(0, -1)
@@ -116,7 +100,7 @@ def test_rmsnorm_formula_float64():
 @pytest.mark.parametrize("name,rope,rope_params", ROPE_CASES, ids=[c[0] for c in ROPE_CASES])
 def test_inv_freq_matches_transformers(name, rope, rope_params):
     args = tiny_args(rope)
-    ref = LlamaRotaryEmbedding(hf_config(args, rope_params)).inv_freq
+    ref = LlamaRotaryEmbedding(hf_llama_config(args, rope_params)).inv_freq
     torch.testing.assert_close(rope_frequencies(args), ref, atol=0, rtol=1e-6)
     if name != "none":  # scaling really changed something, in all three regimes
         plain = rope_frequencies(tiny_args({}))
@@ -166,7 +150,7 @@ def test_rotary_matches_transformers(name, rope, rope_params, dtype, tol):
     q, k = apply_rotary_emb(xq, xk, freqs_cis)
     assert q.dtype == dtype and k.dtype == dtype and q.shape == xq.shape and k.shape == xk.shape
 
-    rot = LlamaRotaryEmbedding(hf_config(args, rope_params))
+    rot = LlamaRotaryEmbedding(hf_llama_config(args, rope_params))
     pos = torch.arange(start, start + T)[None].expand(B, T)
     cos, sin = rot(xq.float(), pos)  # (B, T, Dh) float32
     q_hf, k_hf = apply_rotary_pos_emb(heads_to_hf(xq).float(), heads_to_hf(xk).float(), cos, sin, unsqueeze_dim=2)
@@ -254,7 +238,7 @@ def test_attend_matches_torch_sdpa():
 
 
 def load_hf_attention(ours: Attention, args: ModelArgs, rope_params: dict) -> LlamaAttention:
-    ref = LlamaAttention(hf_config(args, rope_params), layer_idx=0)
+    ref = LlamaAttention(hf_llama_config(args, rope_params), layer_idx=0)
     ref.q_proj.weight.data.copy_(meta_to_hf_qk(ours.wq.weight.data, args.n_heads))
     ref.k_proj.weight.data.copy_(meta_to_hf_qk(ours.wk.weight.data, args.n_kv_heads))
     ref.v_proj.weight.data.copy_(ours.wv.weight.data)
@@ -294,7 +278,7 @@ def test_feedforward_matches_transformers():
     torch.manual_seed(5)
     args = tiny_args({})
     ours = FeedForward(args.dim, args.hidden_dim)
-    ref = LlamaMLP(hf_config(args, ROPE_CASES[0][2]))
+    ref = LlamaMLP(hf_llama_config(args, ROPE_CASES[0][2]))
     ref.gate_proj.weight.data.copy_(ours.w1.weight.data)
     ref.up_proj.weight.data.copy_(ours.w3.weight.data)
     ref.down_proj.weight.data.copy_(ours.w2.weight.data)

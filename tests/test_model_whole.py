@@ -12,7 +12,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from hf_reference import hf_llama_config
+from transformers import LlamaForCausalLM
 
 from simplellama.config import ModelArgs
 from simplellama.model import ModelError, Transformer
@@ -21,29 +22,8 @@ from simplellama.rope import meta_to_hf_qk
 THETA = 10000.0
 
 
-def rope_params(args: ModelArgs) -> dict:
-    if not args.use_scaled_rope:
-        return {"rope_type": "default", "rope_theta": args.rope_theta}
-    return {"rope_type": "llama3", "rope_theta": args.rope_theta, "factor": args.rope_scaling_factor,
-            "low_freq_factor": args.rope_low_freq_factor, "high_freq_factor": args.rope_high_freq_factor,
-            "original_max_position_embeddings": args.rope_original_max_seq_len}  # fmt: skip
-
-
 def hf_model(args: ModelArgs, meta_sd: dict[str, torch.Tensor]) -> LlamaForCausalLM:
-    cfg = LlamaConfig(
-        vocab_size=args.vocab_size,
-        hidden_size=args.dim,
-        intermediate_size=args.hidden_dim,
-        num_hidden_layers=args.n_layers,
-        num_attention_heads=args.n_heads,
-        num_key_value_heads=args.n_kv_heads,
-        rms_norm_eps=args.norm_eps,
-        max_position_embeddings=args.max_seq_len,
-        rope_parameters=rope_params(args),
-        tie_word_embeddings=args.tie_word_embeddings,
-    )
-    cfg._attn_implementation = "eager"
-    model = LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(hf_llama_config(args)).eval()
     model.load_state_dict(to_hf_names(args, meta_sd), strict=True)
     if args.tie_word_embeddings:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()

@@ -263,10 +263,10 @@ def test_op_grad_check(op: Op, data: st.DataObject) -> None:
 
 def test_grad_check_catches_a_wrong_backward() -> None:
     """grad_check must be able to fail: a hand-made op with a backward off by a factor 2."""
-    from tinytorch.ops import _make
+    from tinytorch.ops import record_op
 
     def bad_square(x: tt.Tensor) -> tt.Tensor:
-        return _make(x.data * x.data, (x,), "bad_square", lambda g: (g * x.data * 4.0,))
+        return record_op(x.data * x.data, (x,), "bad_square", lambda g: (g * x.data * 4.0,))
 
     x = tt.tensor([0.5, -1.0, 2.0], requires_grad=True)
     with pytest.raises(GradCheckError, match="input 0 element 0"):

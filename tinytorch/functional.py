@@ -13,7 +13,7 @@ from typing import Any
 
 from tinytorch import ops
 from tinytorch.array import TinyArray
-from tinytorch.ops import _exp, _make, cat, log_softmax, softmax, stack, where
+from tinytorch.ops import cat, log_softmax, record_op, safe_exp, softmax, stack, where
 from tinytorch.storage import ShapeError, TinyIndexError
 from tinytorch.tensor import Tensor
 
@@ -71,7 +71,7 @@ def cross_entropy(
         if not 0 <= t < C:
             raise TinyIndexError(f"Target {t} is out of bounds.")
         m = max(r)
-        e = [_exp(v - m) for v in r]
+        e = [safe_exp(v - m) for v in r]
         s = sum(e)
         logp = [v - m - math.log(s) for v in r]
         probs.append([v / s for v in e])
@@ -100,7 +100,7 @@ def cross_entropy(
             grad += row
         return TinyArray(grad, input.shape), None
 
-    return _make(out, (input, target), "cross_entropy", backward)
+    return record_op(out, (input, target), "cross_entropy", backward)
 
 
 def nll_loss(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:

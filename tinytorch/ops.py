@@ -15,6 +15,7 @@ from typing import Any
 
 from tinytorch.array import TinyArray
 from tinytorch.debug import DEBUG
+from tinytorch.scalar_math import ieee_div, ieee_log, ieee_pow, stable_sigmoid
 from tinytorch.storage import (
     ShapeError,
     bool_,
@@ -24,7 +25,7 @@ from tinytorch.storage import (
     normalize_dim,
     positions,
 )
-from tinytorch.tensor import Tensor, _grad_enabled, _raw_key
+from tinytorch.tensor import Tensor, is_grad_enabled, raw_index_key
 from tinytorch.tensor import log as _relay
 
 __all__ = [
@@ -34,16 +35,17 @@ __all__ = [
     "view", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand", "contiguous", "clone",
     "getitem", "cat", "stack", "where", "masked_fill", "tril", "triu", "clamp", "softmax", "log_softmax",
     "cast_to", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "cos", "sin", "abs",
+    "record_op", "safe_exp",  # for the ops defined in functional.py
 ]  # fmt: skip
 
 _sum = builtins.sum  # this module defines its own sum / max / min (torch's names)
 MaxMin = namedtuple("MaxMin", ["values", "indices"])  # what torch.max(x, dim) returns
 
 
-def _make(data: TinyArray, parents: tuple[Tensor, ...], op: str, backward: Callable) -> Tensor:
+def record_op(data: TinyArray, parents: tuple[Tensor, ...], op: str, backward: Callable) -> Tensor:
     """Wrap an op's output; record the graph edge if grad mode is on and an input needs grad."""
     out = Tensor(data)
-    if _grad_enabled[0]:
+    if is_grad_enabled():
         out._parents, out._op = parents, op
         if any(p.requires_grad for p in parents):
             out.requires_grad, out._backward = True, backward
@@ -59,36 +61,16 @@ def _wrap(x: Any) -> Tensor:
     return Tensor(TinyArray([x], (), dtype=infer_dtype([x])))
 
 
-# -- IEEE scalar math (Python raises where torch returns inf / nan) ---------------------------------
-def _div(a: float, b: float) -> float:
-    if b == 0:
-        return math.nan if a == 0 or a != a else math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
+# -- IEEE scalar math (Python raises where torch returns inf / nan; the rest in scalar_math.py) -----
 
 
-def _pow(a: float, b: float) -> float:
-    try:
-        return math.pow(a, b)
-    except OverflowError:
-        return math.inf
-    except ValueError:  # 0 ** negative -> inf; negative ** fraction -> nan
-        return math.inf if a == 0 else math.nan
-
-
-def _log(x: float) -> float:
-    return math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)
-
-
-def _exp(x: float) -> float:
+def safe_exp(x: float) -> float:
+    """``exp(x)``, inf past float64's range instead of ``OverflowError``."""
     return math.exp(x) if x < 709.7 else math.inf
 
 
 def _sqrt(x: float) -> float:
     return math.sqrt(x) if x >= 0 else math.nan
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def _phi(x: float) -> float:  # standard normal cdf
@@ -99,14 +81,18 @@ _K = math.sqrt(2.0 / math.pi)
 
 # name: (forward f(x), safe forward or None, derivative d(x, y=f(x)), output always float)
 UNARY: dict[str, tuple[Callable, Callable | None, Callable]] = {
-    "exp": (math.exp, _exp, lambda x, y: y),
-    "log": (math.log, _log, lambda x, y: _div(1.0, x)),
-    "sqrt": (math.sqrt, _sqrt, lambda x, y: _div(0.5, y)),
-    "rsqrt": (lambda x: 1.0 / math.sqrt(x), lambda x: _div(1.0, _sqrt(x)), lambda x, y: -0.5 * y * y * y),
+    "exp": (math.exp, safe_exp, lambda x, y: y),
+    "log": (math.log, ieee_log, lambda x, y: ieee_div(1.0, x)),
+    "sqrt": (math.sqrt, _sqrt, lambda x, y: ieee_div(0.5, y)),
+    "rsqrt": (lambda x: 1.0 / math.sqrt(x), lambda x: ieee_div(1.0, _sqrt(x)), lambda x, y: -0.5 * y * y * y),
     "tanh": (math.tanh, None, lambda x, y: 1.0 - y * y),
-    "sigmoid": (_sigmoid, None, lambda x, y: y * (1.0 - y)),
+    "sigmoid": (stable_sigmoid, None, lambda x, y: y * (1.0 - y)),
     "relu": (lambda x: x if x > 0 else 0.0, None, lambda x, y: 1.0 if x > 0 else 0.0),
-    "silu": (lambda x: x * _sigmoid(x), None, lambda x, y: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x)))),
+    "silu": (
+        lambda x: x * stable_sigmoid(x),
+        None,
+        lambda x, y: stable_sigmoid(x) * (1.0 + x * (1.0 - stable_sigmoid(x))),
+    ),
     "gelu": (
         lambda x: x * _phi(x),
         None,
@@ -138,7 +124,7 @@ def unary(x: Tensor, name: str) -> Tensor:
         dx = list(map(d, x.data.flat(), out.storage))  # out is contiguous: its storage is its flat()
         return (TinyArray(list(map(operator.mul, g.flat(), dx)), x.shape),)
 
-    return _make(out, (x,), name, backward)
+    return record_op(out, (x,), name, backward)
 
 
 def _unary_fn(name: str) -> Callable[[Tensor], Tensor]:
@@ -158,12 +144,14 @@ exp, log, sqrt, rsqrt, tanh, sigmoid, relu, cos, sin, abs = (  # noqa: A001 (tor
 # -- arithmetic (broadcasting) ----------------------------------------------------------------------
 def add(a: Any, b: Any) -> Tensor:
     a, b = _wrap(a), _wrap(b)
-    return _make(a.data.zip_with(b.data, operator.add), (a, b), "add", lambda g: (g.sum_to(a.shape), g.sum_to(b.shape)))
+    return record_op(
+        a.data.zip_with(b.data, operator.add), (a, b), "add", lambda g: (g.sum_to(a.shape), g.sum_to(b.shape))
+    )
 
 
 def sub(a: Any, b: Any) -> Tensor:
     a, b = _wrap(a), _wrap(b)
-    return _make(
+    return record_op(
         a.data.zip_with(b.data, operator.sub), (a, b), "sub", lambda g: (g.sum_to(a.shape), (-g).sum_to(b.shape))
     )
 
@@ -176,42 +164,42 @@ def mul(a: Any, b: Any) -> Tensor:
         gb = (g * a.data).sum_to(b.shape) if b.requires_grad else None
         return ga, gb
 
-    return _make(a.data.zip_with(b.data, operator.mul), (a, b), "mul", backward)
+    return record_op(a.data.zip_with(b.data, operator.mul), (a, b), "mul", backward)
 
 
 def div(a: Any, b: Any) -> Tensor:
     a, b = _wrap(a), _wrap(b)
-    out = a.data.zip_with(b.data, operator.truediv, float64, _div)
+    out = a.data.zip_with(b.data, operator.truediv, float64, ieee_div)
 
     def backward(g: TinyArray) -> tuple:
-        ga = g.zip_with(b.data, operator.truediv, safe=_div).sum_to(a.shape) if a.requires_grad else None
+        ga = g.zip_with(b.data, operator.truediv, safe=ieee_div).sum_to(a.shape) if a.requires_grad else None
         gb = None
         if b.requires_grad:  # d(a/b)/db = -out / b
-            gb = (-(g * out)).zip_with(b.data, operator.truediv, safe=_div).sum_to(b.shape)
+            gb = (-(g * out)).zip_with(b.data, operator.truediv, safe=ieee_div).sum_to(b.shape)
         return ga, gb
 
-    return _make(out, (a, b), "div", backward)
+    return record_op(out, (a, b), "div", backward)
 
 
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 (torch's name)
     a, b = _wrap(a), _wrap(b)
     ints = a.dtype != float64 and b.dtype != float64
-    out = a.data.zip_with(b.data, operator.pow if ints else math.pow, None if ints else float64, _pow)
+    out = a.data.zip_with(b.data, operator.pow if ints else math.pow, None if ints else float64, ieee_pow)
 
     def backward(g: TinyArray) -> tuple:
         ga = gb = None
         if a.requires_grad:  # b * a^(b-1)
-            ga = (g * b.data * a.data.zip_with(b.data - 1, math.pow, safe=_pow)).sum_to(a.shape)
+            ga = (g * b.data * a.data.zip_with(b.data - 1, math.pow, safe=ieee_pow)).sum_to(a.shape)
         if b.requires_grad:  # a^b * log(a); torch uses 0 where a == 0 and b >= 0
-            la = a.data.map(math.log, float64, _log)
+            la = a.data.map(math.log, float64, ieee_log)
             gb = g.zip_with(out, operator.mul).zip_with(la, lambda u, v: 0.0 if u == 0 else u * v).sum_to(b.shape)
         return ga, gb
 
-    return _make(out, (a, b), "pow", backward)
+    return record_op(out, (a, b), "pow", backward)
 
 
 def neg(a: Tensor) -> Tensor:
-    return _make(a.data.map(operator.neg), (a,), "neg", lambda g: (-g,))
+    return record_op(a.data.map(operator.neg), (a,), "neg", lambda g: (-g,))
 
 
 def _compare(fn: Callable) -> Callable[[Any, Any], Tensor]:
@@ -247,7 +235,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
                 gb = a.data.transpose(-1, -2).matmul(g).sum_to(b.shape)
         return ga, gb
 
-    return _make(out, (a, b), "matmul", backward)
+    return record_op(out, (a, b), "matmul", backward)
 
 
 # -- reductions -------------------------------------------------------------------------------------
@@ -264,14 +252,14 @@ def _keepdim_shape(shape: Sequence[int], dims: list[int]) -> tuple[int, ...]:
 def sum(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:  # noqa: A001
     dims = _dims(x, dim)
     out = x.data.reduce(dims, keepdim, _sum, int64 if x.dtype == bool_ else None)
-    return _make(out, (x,), "sum", lambda g: (g.reshape(_keepdim_shape(x.shape, dims)).expand(*x.shape),))
+    return record_op(out, (x,), "sum", lambda g: (g.reshape(_keepdim_shape(x.shape, dims)).expand(*x.shape),))
 
 
 def mean(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
     dims = _dims(x, dim)
     n = math.prod(x.shape[d] for d in dims)
-    out = x.data.reduce(dims, keepdim, lambda v: _div(_sum(v), n), float64)
-    return _make(
+    out = x.data.reduce(dims, keepdim, lambda v: ieee_div(_sum(v), n), float64)
+    return record_op(
         out, (x,), "mean", lambda g: ((g * (1.0 / n)).reshape(_keepdim_shape(x.shape, dims)).expand(*x.shape),)
     )
 
@@ -286,7 +274,7 @@ def _extreme(x: Tensor, dim: int | None, keepdim: bool, pick: Callable, op: str)
             gv = g.item() / ties
             return (TinyArray([gv if v == best else 0.0 for v in flat], x.shape),)
 
-        return _make(TinyArray([best], (), dtype=x.dtype), (x,), op, backward)
+        return record_op(TinyArray([best], (), dtype=x.dtype), (x,), op, backward)
     dim = normalize_dim(dim, x.ndim)
     rows, n, pshape, inv = _rows(x.data, dim)
     idx = [pick(range(n), key=r.__getitem__) for r in rows]
@@ -301,7 +289,7 @@ def _extreme(x: Tensor, dim: int | None, keepdim: bool, pick: Callable, op: str)
             out[r * n + i] = gv
         return (TinyArray(out, pshape).permute(*inv),)
 
-    return MaxMin(_make(values, (x,), op, backward), Tensor(indices))
+    return MaxMin(record_op(values, (x,), op, backward), Tensor(indices))
 
 
 def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxMin:  # noqa: A001
@@ -340,54 +328,54 @@ def std(x: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: bool 
 
 # -- views (the output shares storage with the input) ----------------------------------------------
 def view(x: Tensor, *shape: int) -> Tensor:
-    return _make(x.data.view(*shape), (x,), "view", lambda g: (g.reshape(x.shape),))
+    return record_op(x.data.view(*shape), (x,), "view", lambda g: (g.reshape(x.shape),))
 
 
 def reshape(x: Tensor, *shape: int) -> Tensor:
-    return _make(x.data.reshape(*shape), (x,), "reshape", lambda g: (g.reshape(x.shape),))
+    return record_op(x.data.reshape(*shape), (x,), "reshape", lambda g: (g.reshape(x.shape),))
 
 
 def permute(x: Tensor, *dims: int) -> Tensor:
     out = x.data.permute(*dims)
     order = [normalize_dim(d, x.ndim) for d in (dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims)]
     inv = [order.index(i) for i in range(x.ndim)]
-    return _make(out, (x,), "permute", lambda g: (g.permute(*inv),))
+    return record_op(out, (x,), "permute", lambda g: (g.permute(*inv),))
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
-    return _make(x.data.transpose(dim0, dim1), (x,), "transpose", lambda g: (g.transpose(dim0, dim1),))
+    return record_op(x.data.transpose(dim0, dim1), (x,), "transpose", lambda g: (g.transpose(dim0, dim1),))
 
 
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
-    return _make(x.data.unsqueeze(dim), (x,), "unsqueeze", lambda g: (g.reshape(x.shape),))
+    return record_op(x.data.unsqueeze(dim), (x,), "unsqueeze", lambda g: (g.reshape(x.shape),))
 
 
 def squeeze(x: Tensor, dim: Any = None) -> Tensor:
-    return _make(x.data.squeeze(dim), (x,), "squeeze", lambda g: (g.reshape(x.shape),))
+    return record_op(x.data.squeeze(dim), (x,), "squeeze", lambda g: (g.reshape(x.shape),))
 
 
 def expand(x: Tensor, *shape: int) -> Tensor:
-    return _make(x.data.expand(*shape), (x,), "expand", lambda g: (g.sum_to(x.shape),))
+    return record_op(x.data.expand(*shape), (x,), "expand", lambda g: (g.sum_to(x.shape),))
 
 
 def contiguous(x: Tensor) -> Tensor:
     if x.is_contiguous():
         return x
-    return _make(x.data.contiguous(), (x,), "contiguous", lambda g: (g,))
+    return record_op(x.data.contiguous(), (x,), "contiguous", lambda g: (g,))
 
 
 def clone(x: Tensor) -> Tensor:
-    return _make(TinyArray(x.data.flat(), x.shape, dtype=x.dtype), (x,), "clone", lambda g: (g,))
+    return record_op(TinyArray(x.data.flat(), x.shape, dtype=x.dtype), (x,), "clone", lambda g: (g,))
 
 
 def cast_to(x: Tensor, dtype: str) -> Tensor:
     out = x.data.astype(dtype)
-    return _make(out, (x,), "to", lambda g: (g,)) if dtype == float64 else Tensor(out)
+    return record_op(out, (x,), "to", lambda g: (g,)) if dtype == float64 else Tensor(out)
 
 
 def getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]``: basic indexing gives a view; lists / int tensors / bool masks gather a copy."""
-    key = _raw_key(key)
+    key = raw_index_key(key)
     out = x.data[key]
 
     def backward(g: TinyArray) -> tuple:
@@ -399,7 +387,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             s[p] += v  # += : an index may repeat (embedding rows, x[[0, 0]])
         return (gx,)
 
-    return _make(out, (x,), "index", backward)
+    return record_op(out, (x,), "index", backward)
 
 
 # -- joining, selecting, masking --------------------------------------------------------------------
@@ -431,7 +419,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
             start += n
         return grads
 
-    return _make(TinyArray(out, shape, dtype=first.dtype), tuple(tensors), "cat", backward)
+    return record_op(TinyArray(out, shape, dtype=first.dtype), tuple(tensors), "cat", backward)
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -461,7 +449,7 @@ def where(condition: Tensor, a: Any, b: Any) -> Tensor:
         gb = TinyArray([0.0 if ci else v for ci, v in zip(c, gf)], shape).sum_to(b.shape)
         return None, ga, gb
 
-    return _make(TinyArray(vals, shape, dtype=dtype), (cond, a, b), "where", backward)
+    return record_op(TinyArray(vals, shape, dtype=dtype), (cond, a, b), "where", backward)
 
 
 def masked_fill(x: Tensor, mask: Tensor, value: float) -> Tensor:
@@ -469,7 +457,7 @@ def masked_fill(x: Tensor, mask: Tensor, value: float) -> Tensor:
     m = _wrap(mask).data.broadcast_to(x.shape).flat()
     value = value.item() if isinstance(value, Tensor) else value
     out = TinyArray([value if mi else v for mi, v in zip(m, x.data.flat())], x.shape, dtype=x.dtype)
-    return _make(
+    return record_op(
         out, (x,), "masked_fill", lambda g: (TinyArray([0.0 if mi else v for mi, v in zip(m, g.flat())], x.shape),)
     )
 
@@ -483,7 +471,7 @@ def _tri(x: Tensor, diagonal: int, lower: bool, op: str) -> Tensor:
     def apply(a: TinyArray) -> TinyArray:
         return TinyArray([v if k else zero for k, v in zip(keep, a.flat())], a.shape, dtype=a.dtype)
 
-    return _make(apply(x.data), (x,), op, lambda g: (apply(g),))
+    return record_op(apply(x.data), (x,), op, lambda g: (apply(g),))
 
 
 def tril(x: Tensor, diagonal: int = 0) -> Tensor:
@@ -500,7 +488,7 @@ def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tens
     xs = x.data.flat()
     out = TinyArray([lo if v < lo else hi if v > hi else v for v in xs], x.shape, dtype=x.dtype)
     mask = lambda g: (TinyArray([gv if lo <= v <= hi else 0.0 for gv, v in zip(g.flat(), xs)], x.shape),)  # noqa: E731
-    return _make(out, (x,), "clamp", mask)
+    return record_op(out, (x,), "clamp", mask)
 
 
 # -- softmax family (fused: one pass per row, exact backward) --------------------------------------
@@ -523,7 +511,7 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     ys = []
     for r in rows:
         m = builtins.max(r)
-        e = [_exp(v - m) for v in r]
+        e = [safe_exp(v - m) for v in r]
         s = _sum(e)
         ys.append([v / s for v in e])
 
@@ -535,7 +523,7 @@ def softmax(x: Tensor, dim: int) -> Tensor:
             out.append([yi * (gi - dot) for yi, gi in zip(y, gr)])
         return (_unrows(out, pshape, inv),)
 
-    return _make(_unrows(ys, pshape, inv), (x,), "softmax", backward)
+    return record_op(_unrows(ys, pshape, inv), (x,), "softmax", backward)
 
 
 def log_softmax(x: Tensor, dim: int) -> Tensor:
@@ -544,7 +532,7 @@ def log_softmax(x: Tensor, dim: int) -> Tensor:
     ys = []
     for r in rows:
         m = builtins.max(r)
-        lse = m + math.log(_sum(_exp(v - m) for v in r))
+        lse = m + math.log(_sum(safe_exp(v - m) for v in r))
         ys.append([v - lse for v in r])
 
     def backward(g: TinyArray) -> tuple:  # dx = g - softmax * sum(g)
@@ -555,4 +543,4 @@ def log_softmax(x: Tensor, dim: int) -> Tensor:
             out.append([gi - math.exp(yi) * s for yi, gi in zip(y, gr)])
         return (_unrows(out, pshape, inv),)
 
-    return _make(_unrows(ys, pshape, inv), (x,), "log_softmax", backward)
+    return record_op(_unrows(ys, pshape, inv), (x,), "log_softmax", backward)

@@ -18,6 +18,7 @@ from LogRelay import get_relay
 from tinytorch.array import TinyArray, format_values
 from tinytorch.debug import DEBUG
 from tinytorch.storage import Size, TinyTorchError, bool_, float64, int64
+from tinytorch.value import topological_order
 
 __all__ = ["Tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
 
@@ -192,7 +193,7 @@ class Tensor:
                     f"of {self.shape}."
                 )
         grads: dict[int, TinyArray] = {id(self): seed}
-        for node in reversed(_topological_order(self)):
+        for node in reversed(topological_order(self, _grad_parents)):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
@@ -262,7 +263,7 @@ class Tensor:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check_inplace(value)
-        self.data[_raw_key(key)] = _raw(value)
+        self.data[raw_index_key(key)] = _raw(value)
 
     def __iadd__(self, other: Any) -> Tensor:
         return self.add_(other)
@@ -511,20 +512,9 @@ class Tensor:
         return self.to(bool_)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Nodes that need grad, each after all of its parents (iterative DFS: deep graphs are fine)."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in seen)
-    return order
+def _grad_parents(node: Tensor) -> list[Tensor]:
+    """The inputs of ``node`` that backward passes gradients to."""
+    return [p for p in node._parents if p.requires_grad]
 
 
 def _accumulate(node: Tensor, g: TinyArray) -> None:
@@ -540,7 +530,8 @@ def _raw(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
 
-def _raw_key(key: Any) -> Any:
+def raw_index_key(key: Any) -> Any:
+    """An index key with each Tensor in it replaced by its TinyArray (TinyArray indexing)."""
     if isinstance(key, tuple):
         return tuple(_raw(k) for k in key)
     return _raw(key)

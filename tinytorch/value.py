@@ -18,36 +18,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["Value"]
+from tinytorch.scalar_math import ieee_div, ieee_log, ieee_pow, stable_sigmoid
+
+__all__ = ["Value", "topological_order"]
 
 Number = int | float
 
 
+def topological_order(root: Any, parents: Callable[[Any], Iterable[Any]]) -> list:
+    """``root`` and every node it depends on through ``parents(node)``, each after all of its parents.
+
+    Iterative depth-first search (deep graphs exceed Python's recursion limit); tinytorch's ``Tensor``
+    walks its graph with it too.
+    """
+    order: list = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((p, False) for p in parents(node) if id(p) not in seen)
+    return order
+
+
 def _as_value(x: Value | Number) -> Value:
     return x if isinstance(x, Value) else Value(float(x))
-
-
-def _div(a: float, b: float) -> float:
-    """IEEE division (Python raises on ``x / 0``; torch returns +-inf or nan)."""
-    if b == 0.0:
-        return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
-
-
-def _pow(a: float, b: float) -> float:
-    try:
-        return math.pow(a, b)
-    except OverflowError:
-        return math.inf
-    except ValueError:  # 0 ** negative -> inf; negative ** fraction -> nan (as torch)
-        return math.inf if a == 0.0 else math.nan
-
-
-def _log(a: float) -> float:
-    if a > 0.0:
-        return math.log(a)
-    return -math.inf if a == 0.0 else math.nan
 
 
 def _exp(a: float) -> float:
@@ -55,14 +58,6 @@ def _exp(a: float) -> float:
         return math.exp(a)
     except OverflowError:
         return math.inf
-
-
-def _sigmoid(a: float) -> float:
-    # Two branches so exp never overflows.
-    if a >= 0.0:
-        return 1.0 / (1.0 + math.exp(-a))
-    e = math.exp(a)
-    return e / (1.0 + e)
 
 
 class Value:
@@ -114,11 +109,11 @@ class Value:
 
     def __truediv__(self, other: Value | Number) -> Value:
         other = _as_value(other)
-        out = Value(_div(self.data, other.data), (self, other), "div")
+        out = Value(ieee_div(self.data, other.data), (self, other), "div")
 
         def _backward() -> None:
-            self.grad += _div(out.grad, other.data)  # d(a/b)/da = 1/b
-            other.grad += -_div(out.data, other.data) * out.grad  # d(a/b)/db = -a/b^2
+            self.grad += ieee_div(out.grad, other.data)  # d(a/b)/da = 1/b
+            other.grad += -ieee_div(out.data, other.data) * out.grad  # d(a/b)/db = -a/b^2
 
         out._backward = _backward
         return out
@@ -126,15 +121,15 @@ class Value:
     def __pow__(self, other: Value | Number) -> Value:
         other = _as_value(other)
         a, b = self.data, other.data
-        out = Value(_pow(a, b), (self, other), "pow")
+        out = Value(ieee_pow(a, b), (self, other), "pow")
 
         def _backward() -> None:
             if b != 0.0:  # d(a^b)/da = b a^(b-1); torch uses 0 where b == 0 (even at a == 0)
-                self.grad += b * _pow(a, b - 1.0) * out.grad
+                self.grad += b * ieee_pow(a, b - 1.0) * out.grad
             # d(a^b)/db = a^b log a; torch uses 0 where a == 0 and b >= 0.
             if a == 0.0 and b >= 0.0:
                 return
-            other.grad += out.data * _log(a) * out.grad
+            other.grad += out.data * ieee_log(a) * out.grad
 
         out._backward = _backward
         return out
@@ -174,7 +169,7 @@ class Value:
         return self._unary(e, "exp", e)
 
     def log(self) -> Value:
-        return self._unary(_log(self.data), "log", _div(1.0, self.data))
+        return self._unary(ieee_log(self.data), "log", ieee_div(1.0, self.data))
 
     def tanh(self) -> Value:
         t = math.tanh(self.data)
@@ -184,11 +179,11 @@ class Value:
         return self._unary(max(self.data, 0.0), "relu", 1.0 if self.data > 0.0 else 0.0)
 
     def sigmoid(self) -> Value:
-        s = _sigmoid(self.data)
+        s = stable_sigmoid(self.data)
         return self._unary(s, "sigmoid", s * (1.0 - s))
 
     def silu(self) -> Value:
-        x, s = self.data, _sigmoid(self.data)
+        x, s = self.data, stable_sigmoid(self.data)
         return self._unary(x * s, "silu", s * (1.0 + x * (1.0 - s)))  # d(x s)/dx = s + x s (1 - s)
 
     def sin(self) -> Value:
@@ -200,20 +195,7 @@ class Value:
     # -- autograd --------------------------------------------------------------------------------
     def topological_order(self) -> list[Value]:
         """Every node this value depends on, inputs before the nodes computed from them."""
-        order: list[Value] = []
-        seen: set[int] = set()
-        stack: list[tuple[Value, bool]] = [(self, False)]  # iterative DFS: deep graphs exceed recursion limits
-        while stack:
-            node, children_done = stack.pop()
-            if children_done:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            stack.extend((p, False) for p in node._parents if id(p) not in seen)
-        return order
+        return topological_order(self, lambda node: node._parents)
 
     def backward(self, grad: float = 1.0) -> None:
         """Fill in ``x.grad`` = d self / d x for every ``x`` in the graph, with torch's accumulation rules.
