@@ -366,3 +366,11 @@ def test_debug_flags_log_forward_and_backward(caplog: pytest.LogCaptureFixture) 
     messages = [r.getMessage() for r in caplog.records if r.name == "tinytorch"]
     assert any(m.startswith("matmul") for m in messages), messages
     assert any(m.startswith("backward matmul") for m in messages), messages
+
+
+def test_exp_edges_match_torch():
+    # nan must stay nan and exp stays finite up to float64's real overflow (~709.78), as in torch
+    values = [float("nan"), 709.75, 710.0, -800.0, float("-inf")]
+    got = tt.tensor(values).exp().tolist()
+    want = torch.tensor(values, dtype=torch.float64).exp().tolist()
+    assert [str(v) for v in got] == [str(v) for v in want]

@@ -13,7 +13,8 @@ from typing import Any
 
 from tinytorch import ops
 from tinytorch.array import TinyArray
-from tinytorch.ops import cat, log_softmax, record_op, safe_exp, softmax, stack, where
+from tinytorch.ops import cat, log_softmax, record_op, softmax, stack, where
+from tinytorch.scalar_math import ieee_exp
 from tinytorch.storage import ShapeError, TinyIndexError
 from tinytorch.tensor import Tensor
 
@@ -71,7 +72,7 @@ def cross_entropy(
         if not 0 <= t < C:
             raise TinyIndexError(f"Target {t} is out of bounds.")
         m = max(r)
-        e = [safe_exp(v - m) for v in r]
+        e = [ieee_exp(v - m) for v in r]
         s = sum(e)
         logp = [v - m - math.log(s) for v in r]
         probs.append([v / s for v in e])

@@ -15,7 +15,7 @@ from typing import Any
 
 from tinytorch.array import TinyArray
 from tinytorch.debug import DEBUG
-from tinytorch.scalar_math import ieee_div, ieee_log, ieee_pow, stable_sigmoid
+from tinytorch.scalar_math import ieee_div, ieee_exp, ieee_log, ieee_pow, stable_sigmoid
 from tinytorch.storage import (
     ShapeError,
     bool_,
@@ -35,7 +35,7 @@ __all__ = [
     "view", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand", "contiguous", "clone",
     "getitem", "cat", "stack", "where", "masked_fill", "tril", "triu", "clamp", "softmax", "log_softmax",
     "cast_to", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "cos", "sin", "abs",
-    "record_op", "safe_exp",  # for the ops defined in functional.py
+    "record_op",  # for the ops defined in functional.py
 ]  # fmt: skip
 
 _sum = builtins.sum  # this module defines its own sum / max / min (torch's names)
@@ -64,11 +64,6 @@ def _wrap(x: Any) -> Tensor:
 # -- IEEE scalar math (Python raises where torch returns inf / nan; the rest in scalar_math.py) -----
 
 
-def safe_exp(x: float) -> float:
-    """``exp(x)``, inf past float64's range instead of ``OverflowError``."""
-    return math.exp(x) if x < 709.7 else math.inf
-
-
 def _sqrt(x: float) -> float:
     return math.sqrt(x) if x >= 0 else math.nan
 
@@ -81,7 +76,7 @@ _K = math.sqrt(2.0 / math.pi)
 
 # name: (forward f(x), safe forward or None, derivative d(x, y=f(x)), output always float)
 UNARY: dict[str, tuple[Callable, Callable | None, Callable]] = {
-    "exp": (math.exp, safe_exp, lambda x, y: y),
+    "exp": (math.exp, ieee_exp, lambda x, y: y),
     "log": (math.log, ieee_log, lambda x, y: ieee_div(1.0, x)),
     "sqrt": (math.sqrt, _sqrt, lambda x, y: ieee_div(0.5, y)),
     "rsqrt": (lambda x: 1.0 / math.sqrt(x), lambda x: ieee_div(1.0, _sqrt(x)), lambda x, y: -0.5 * y * y * y),
@@ -511,7 +506,7 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     ys = []
     for r in rows:
         m = builtins.max(r)
-        e = [safe_exp(v - m) for v in r]
+        e = [ieee_exp(v - m) for v in r]
         s = _sum(e)
         ys.append([v / s for v in e])
 
@@ -532,7 +527,7 @@ def log_softmax(x: Tensor, dim: int) -> Tensor:
     ys = []
     for r in rows:
         m = builtins.max(r)
-        lse = m + math.log(_sum(safe_exp(v - m) for v in r))
+        lse = m + math.log(_sum(ieee_exp(v - m) for v in r))
         ys.append([v - lse for v in r])
 
     def backward(g: TinyArray) -> tuple:  # dx = g - softmax * sum(g)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ieee_div", "ieee_pow", "ieee_log", "stable_sigmoid"]
+__all__ = ["ieee_div", "ieee_exp", "ieee_pow", "ieee_log", "stable_sigmoid"]
 
 
 def ieee_div(a: float, b: float) -> float:
@@ -16,6 +16,14 @@ def ieee_div(a: float, b: float) -> float:
     if b == 0.0:
         return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
     return a / b
+
+
+def ieee_exp(x: float) -> float:
+    """``exp(x)``, inf past float64's range instead of ``OverflowError`` (nan stays nan)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 def ieee_pow(a: float, b: float) -> float:

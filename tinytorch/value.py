@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tinytorch.scalar_math import ieee_div, ieee_log, ieee_pow, stable_sigmoid
+from tinytorch.scalar_math import ieee_div, ieee_exp, ieee_log, ieee_pow, stable_sigmoid
 
 __all__ = ["Value", "topological_order"]
 
@@ -51,13 +51,6 @@ def topological_order(root: Any, parents: Callable[[Any], Iterable[Any]]) -> lis
 
 def _as_value(x: Value | Number) -> Value:
     return x if isinstance(x, Value) else Value(float(x))
-
-
-def _exp(a: float) -> float:
-    try:
-        return math.exp(a)
-    except OverflowError:
-        return math.inf
 
 
 class Value:
@@ -165,7 +158,7 @@ class Value:
         return self._unary(-self.data, "neg", -1.0)
 
     def exp(self) -> Value:
-        e = _exp(self.data)
+        e = ieee_exp(self.data)
         return self._unary(e, "exp", e)
 
     def log(self) -> Value:
