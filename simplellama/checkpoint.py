@@ -93,12 +93,13 @@ def detect_format(path: str | os.PathLike) -> str:
         raise CheckpointError(f"{p}: no such file or directory")
     if p.is_file():
         with open(p, "rb") as f:
-            magic = f.read(4)
-        if magic == b"GGUF":
+            head = f.read(64)
+        if head[:4] == b"GGUF":
             return "gguf"
-        raise CheckpointError(
-            f"{p}: expected a GGUF file (magic b'GGUF') or a checkpoint directory, found a file starting {magic!r}"
-        )
+        found = f"a file starting {head[:4]!r}"
+        if head.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
+            found = "an HTML page (an expired download link?)"
+        raise CheckpointError(f"{p}: expected a GGUF file (magic b'GGUF') or a checkpoint directory, found {found}")
     names = sorted(x.name for x in p.iterdir())
     if "params.json" in names and any(re.fullmatch(r"consolidated\.\d+\.pth", n) for n in names):
         return "meta"

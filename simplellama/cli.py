@@ -55,6 +55,15 @@ class RunOptions:
 # ---------------------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("simplellama")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
     """The argument parser and, per subcommand, the (field, switch, converter) triples of :class:`RunOptions`."""
     from subroutines import ArgumentParser, add_dataclass_arguments
@@ -63,6 +72,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
 
     parser = ArgumentParser(prog=PROG, description="Run, inspect and convert Llama 3.x checkpoints.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug + tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
 
     gen = sub.add_parser("generate", help="continue a text prompt")

@@ -169,6 +169,9 @@ def test_detect_format_errors(tmp_path):
         detect_format(tmp_path)
     with pytest.raises(CheckpointError, match=r"expected a GGUF file .* found a file starting b'hell'"):
         detect_format(tmp_path / "notes.txt")
+    (tmp_path / "model.gguf").write_text("<!DOCTYPE html><html><body>Request has expired</body></html>")
+    with pytest.raises(CheckpointError, match=r"model.gguf: expected a GGUF file .* found an HTML page \(an expired"):
+        detect_format(tmp_path / "model.gguf")
 
 
 def test_missing_params_json(tmp_path):

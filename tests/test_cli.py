@@ -200,3 +200,12 @@ def test_tokenizer_that_does_not_fit_the_model_is_a_one_line_error(capsys):
     code, _, err = run(["generate", "--prompt", "hi", "--tokenizer", str(llama3)], capsys)
     assert code == 1
     assert "tokenizer has 128256 tokens but the model's vocab_size is 49152" in one_error_line(err)
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's version action exits, like --help
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"simplellama {version('simplellama')}"
