@@ -9,13 +9,17 @@ its own) loads the embedded SmolLM2 GGUF, sets the same torch thread count, then
 - peak RSS of the worker process (``resource.getrusage``).
 
 Both sides get the same prompt ids and run the same loop (prefill, then argmax -> one-token
-forward), so the numbers compare the models, not the generation helpers. Timings are medians
-over ``--repeat`` runs. The parent prints a table with simplellama / transformers ratios.
+forward), so the numbers compare the models, not the generation helpers. Like generation on both
+sides (``Llama.generate``, transformers' ``generate``), every forward computes the logits of the last
+position only (``logits_to_keep=1`` on both sides). Same thread count, greedy, no state kept between
+runs (the KV cache is refilled from position 0 every run). Timings are medians over ``--repeat``
+runs. The parent prints a table with simplellama / transformers ratios and the token agreement.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -70,7 +74,7 @@ def _load(side: str, dtype: torch.dtype):
         model.eval()
 
         def forward(ids: torch.Tensor, pos: int, past: Any = None) -> tuple[torch.Tensor, Any]:
-            return model(ids, pos), None
+            return model(ids, pos, logits_to_keep=1), None  # (1, 1, V)
 
         setup = model.setup_cache
     else:
@@ -78,9 +82,11 @@ def _load(side: str, dtype: torch.dtype):
 
         hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
 
+        cache_arg = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+
         def forward(ids: torch.Tensor, pos: int, past: Any = None) -> tuple[torch.Tensor, Any]:
-            out = hf(input_ids=ids, past_key_values=past, use_cache=True)
-            return out.logits, out.past_key_values
+            out = hf(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_arg: past})  # (1, 1, V)
+            return out.logits, getattr(out, cache_arg)
 
         def setup(batch: int, seq_len: int) -> None:  # transformers grows its DynamicCache itself
             pass
@@ -100,7 +106,7 @@ def measure(side: str, dtype: torch.dtype, prompt_ids: list[int], new_tokens: in
     for _ in range(repeat):
         setup(1, len(prompt_ids) + new_tokens)
         t0 = time.perf_counter()
-        logits, past = forward(ids, 0)  # (1, P, V)
+        logits, past = forward(ids, 0)  # (1, 1, V)
         t1 = time.perf_counter()
         tokens = []
         for i in range(new_tokens):
@@ -218,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(
         f"embedded SmolLM2-135M, prompt {args.prompt_tokens} tokens, {args.new_tokens} greedy new tokens, "
-        f"{args.threads} threads, median of {args.repeat}"
+        f"{args.threads} threads, median of {args.repeat}; both sides: KV cache, last-position logits only"
     )
     print(format_table(results))
     for dtype in dtypes:

@@ -85,14 +85,19 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.args = args
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, device=device, dtype=dtype)
+        emb = torch.empty(args.vocab_size, args.dim, device=device, dtype=dtype)  # (V, D)
+        if not emb.is_meta:  # nn.Embedding's N(0, 1) init; on "meta" (loaders) normal_ would import torch's
+            nn.init.normal_(emb)  # compiler stack (~1 s) to fill nothing
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=emb)
         self.layers = nn.ModuleList(TransformerBlock(i, args, device, dtype) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False, device=device, dtype=dtype)
         if args.tie_word_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one (V, D) tensor, two names
-        # RoPE table for positions 0 .. max_seq_len-1 (grown on demand); not in the state dict.
-        table = freqs_cis_from_args(args, device=device, dtype=_real_dtype(self.tok_embeddings.weight))
+        # RoPE table for positions 0 .. max_seq_len-1 (grown on demand); not in the state dict. A "meta"
+        # model (loaders) gets a CPU table, rebuilt by .to(device) (meta arange also imports the compiler stack).
+        table_device = "cpu" if self.tok_embeddings.weight.is_meta else device
+        table = freqs_cis_from_args(args, device=table_device, dtype=_real_dtype(self.tok_embeddings.weight))
         self.register_buffer("freqs_cis", table, persistent=False)
         log.info("%s", rope_description(args))
 
@@ -150,18 +155,23 @@ class Transformer(nn.Module):
         return self
 
     # ---- forward ----
-    def forward(self, tokens: torch.Tensor, start_pos: int | None = 0) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start_pos: int | None = 0, logits_to_keep: int = 0) -> torch.Tensor:
         """Logits (B, T, V) in float32 for tokens (B, T) at positions ``start_pos .. start_pos+T-1``.
 
         ``start_pos`` int: uses and fills the KV cache (allocated from ``args`` if missing), no gradients.
         ``start_pos=None``: causal forward over ``tokens`` alone, without the cache, gradients enabled.
+        ``logits_to_keep`` n > 0: logits of the last n positions only, (B, n, V) (as transformers'
+        argument of that name): sampling needs only the last one, and the (T, D) x (D, V) output
+        projection is the largest matmul of a prefill.
         """
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ModelError(f"Transformer.forward: logits_to_keep must be an int >= 0, found {logits_to_keep!r}")
         if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
             raise ModelError(
                 f"Transformer.forward: tokens must be integer (B, T), found {tokens.dtype} {tuple(tokens.shape)}"
             )
         if start_pos is None:
-            return self._forward(tokens, None)
+            return self._forward(tokens, None, logits_to_keep)
         try:
             pos = -1 if isinstance(start_pos, bool) else operator.index(start_pos)  # int, numpy int, int tensor
         except TypeError:
@@ -171,9 +181,9 @@ class Transformer(nn.Module):
         if self.layers[0].attention.cache is None:
             self.setup_cache()
         with torch.no_grad():
-            return self._forward(tokens, pos)
+            return self._forward(tokens, pos, logits_to_keep)
 
-    def _forward(self, tokens: torch.Tensor, start_pos: int | None) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, start_pos: int | None, logits_to_keep: int = 0) -> torch.Tensor:
         B, T = tokens.shape
         pos = 0 if start_pos is None else start_pos
         h = self.tok_embeddings(tokens)  # (B, T, D)
@@ -181,8 +191,10 @@ class Transformer(nn.Module):
         mask = causal_mask(T, pos, device=h.device)  # (T, S) bool, or None when T == 1
         for layer in self.layers:
             h = layer(h, freqs_cis, mask, start_pos)  # (B, T, D)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]  # (B, n, D): only these positions need logits
         h = self.norm(h)
-        return upcast(self.output(h))  # (B, T, V) float32 (float64 for float64 weights)
+        return upcast(self.output(h))  # (B, T or n, V) float32 (float64 for float64 weights)
 
     # ---- training helpers ----
     @torch.no_grad()

@@ -8,6 +8,7 @@ Meta's ``llama_models/llama3/model.py: RMSNorm`` (and HF ``LlamaRMSNorm``) do.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["RMSNorm", "upcast"]
@@ -33,11 +34,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))  # (D,)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula, spelled out: ``x / sqrt(mean(x**2) + eps)`` over the last dim."""
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., D) -> (..., D)."""
-        return self._norm(upcast(x)).type_as(x) * self.weight
+        # F.rms_norm computes ``_norm`` in one kernel (tests check they agree); no weight inside it, so
+        # the scale is applied after the cast back, as Meta does.
+        return F.rms_norm(upcast(x), x.shape[-1:], eps=self.eps).type_as(x) * self.weight
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

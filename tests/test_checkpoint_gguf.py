@@ -107,3 +107,45 @@ def test_gguf_to_meta_and_hf_round_trips(tmp_path, ours, reference):
         assert reloaded.chat_template == ours.chat_template
         config = json.loads((tmp_path / d / "tokenizer_config.json").read_text())
         assert config["eos_token"] == tok.eos_token and config["bos_token"] == tok.bos_token
+
+
+def test_fast_reader_fields_equal_gguf_reader():
+    """Our faster metadata parse gives the stock gguf.GGUFReader's fields, part by part."""
+    import gguf
+
+    from simplellama.checkpoint_gguf import _reader
+
+    path = default_model_path()
+    stock, fast = gguf.GGUFReader(path), _reader(path)
+    assert list(fast.fields) == list(stock.fields)
+    for key, a in stock.fields.items():
+        b = fast.fields[key]
+        assert (b.offset, b.data, b.types) == (a.offset, a.data, a.types), key
+        assert len(b.parts) == len(a.parts), key
+        assert all(x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(a.parts, b.parts)), key
+        assert b.contents() == a.contents(), key
+    assert [(t.name, t.data_offset, t.n_bytes) for t in fast.tensors] == [
+        (t.name, t.data_offset, t.n_bytes) for t in stock.tensors
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_dequantize_equals_gguf_dequantize(monkeypatch, dtype):
+    """Row-chunked dequantization into a preallocated tensor == gguf.quants.dequantize of the whole tensor."""
+    import numpy as np
+    from gguf.quants import dequantize
+
+    from simplellama import checkpoint_gguf
+
+    path = default_model_path()
+    reader = checkpoint_gguf._reader(path)
+    monkeypatch.setattr(checkpoint_gguf, "_DEQUANT_CHUNK", 5000)  # several chunks, a partial last one
+    kinds = {}
+    for t in reader.tensors:  # one tensor of each stored type (Q8_0, Q4_1, F32, ...)
+        kinds.setdefault(t.tensor_type, t)
+    assert len(kinds) >= 2
+    for t in kinds.values():
+        got = checkpoint_gguf._dequantize(t, dtype, path)
+        ref = torch.from_numpy(np.array(dequantize(t.data, t.tensor_type), dtype=np.float32))
+        assert got.dtype == dtype and got.shape == tuple(int(n) for n in reversed(t.shape))
+        assert torch.equal(got, ref.reshape(got.shape).to(dtype)), t.name

@@ -22,9 +22,10 @@ from transformers.models.llama.modeling_llama import (
 )
 from transformers.models.llama.modeling_llama import repeat_kv as hf_repeat_kv
 
-from simplellama.attention import Attention, attend, causal_mask, repeat_kv
+from simplellama.attention import Attention, attend, attend_sdpa, causal_mask, repeat_kv
 from simplellama.config import ModelArgs
 from simplellama.ffn import FeedForward
+from simplellama.kv_cache import KVCache
 from simplellama.norm import RMSNorm
 from simplellama.rope import (
     RopeError,
@@ -93,7 +94,8 @@ def test_rmsnorm_formula_float64():
     x = torch.randn(3, 5, 16, dtype=torch.float64)
     norm = RMSNorm(16, eps=1e-6, dtype=torch.float64)
     expected = x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-6)
-    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(norm(x), expected)  # fused F.rms_norm path
+    torch.testing.assert_close(norm._norm(x), expected)  # the formula spelled out
 
 
 # ---------------------------------------------------------------- RoPE frequencies
@@ -255,6 +257,7 @@ def test_attention_matches_transformers(n_kv_heads, name, rope, rope_params):
     ref = load_hf_attention(ours, args, rope_params)
     B, T = 2, 90
     x = torch.randn(B, T, args.dim)
+    ours.use_sdpa = False  # the explicit ``attend`` path
     out = ours(x, freqs_cis_from_args(args)[:T], causal_mask(T))
 
     cos, sin = LlamaRotaryEmbedding(ref.config)(x, torch.arange(T)[None].expand(B, T))
@@ -264,6 +267,44 @@ def test_attention_matches_transformers(n_kv_heads, name, rope, rope_params):
 
     ours.use_sdpa = True
     torch.testing.assert_close(ours(x, freqs_cis_from_args(args)[:T], causal_mask(T)), ref_out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("n_kv_heads", [2, 4], ids=["gqa", "mha"])
+def test_attend_sdpa_equals_explicit_attend(n_kv_heads, dtype, tol):
+    """Fused path (grouped kv heads, float32 inside) == explicit attend on repeated heads: prefill, a chunk
+    after cached positions (T < S, masked), one decoded token (no mask)."""
+    torch.manual_seed(7)
+    H, Dh = 4, 16
+    for T, start in ((9, 0), (5, 6), (1, 11)):
+        S = start + T
+        q = torch.randn(2, H, T, Dh, dtype=dtype)
+        k, v = (torch.randn(2, n_kv_heads, S, Dh, dtype=dtype) for _ in range(2))
+        mask = causal_mask(T, start)
+        G = H // n_kv_heads
+        k_rep, v_rep = (repeat_kv(t.transpose(1, 2), G).transpose(1, 2) for t in (k, v))  # (B, H, S, Dh)
+        expected = attend(q, k_rep, v_rep, mask)
+        got = attend_sdpa(q, k, v, mask)
+        assert got.dtype == dtype and got.shape == (2, H, T, Dh)
+        torch.testing.assert_close(got.float(), expected.float(), atol=tol, rtol=tol)
+
+
+def test_attention_module_paths_agree_with_cache():
+    """Attention with the KV cache, prompt then chunks then single tokens: fused == explicit path."""
+    torch.manual_seed(8)
+    args = tiny_args({})
+    fused = Attention(args)
+    explicit = Attention(args, use_sdpa=False)
+    explicit.load_state_dict(fused.state_dict())
+    freqs = freqs_cis_from_args(args)
+    for m in (fused, explicit):
+        m.cache = KVCache(1, 16, args.n_kv_heads, args.head_dim)
+    x = torch.randn(1, 16, args.dim)
+    with torch.no_grad():
+        for start, end in ((0, 7), (7, 10), (10, 11), (11, 12)):
+            T = end - start
+            outs = [m(x[:, start:end], freqs[start:end], causal_mask(T, start), start) for m in (fused, explicit)]
+            torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
 
 
 def test_attention_without_cache_raises_clear_error():

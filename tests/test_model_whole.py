@@ -100,6 +100,13 @@ def test_logits_match_transformers(case):
     for logits in (model(tokens, start_pos=None), model(tokens, start_pos=0)):
         assert logits.dtype == torch.float32 and logits.shape == (2, 160, args.vocab_size)
         assert (logits - expected).abs().max().item() <= 1e-4
+    # transformers' logits_to_keep: the last n positions only, on both paths
+    with torch.no_grad():
+        expected_last = ref(tokens, logits_to_keep=3).logits
+    assert expected_last.shape == (2, 3, args.vocab_size)
+    for logits in (model(tokens, start_pos=None, logits_to_keep=3), model(tokens, start_pos=0, logits_to_keep=3)):
+        assert logits.shape == (2, 3, args.vocab_size)
+        assert (logits - expected_last).abs().max().item() <= 1e-4
 
 
 def test_rope_scaling_matters_at_these_sizes():
@@ -218,6 +225,13 @@ def test_forward_input_errors(tokens, start_pos, message):
     model = random_model(make_args())
     with pytest.raises(ModelError, match=message):
         model(tokens, start_pos)
+
+
+@pytest.mark.parametrize("keep", [-1, 1.0, True])
+def test_forward_logits_to_keep_error(keep):
+    model = random_model(make_args())
+    with pytest.raises(ModelError, match=f"logits_to_keep must be an int >= 0, found {keep!r}"):
+        model(torch.zeros(1, 3, dtype=torch.long), 0, logits_to_keep=keep)
 
 
 def test_generation_under_inference_mode_then_training():
