@@ -85,7 +85,9 @@ def step(data: st.DataObject, a: TinyArray, t: torch.Tensor) -> tuple[str, TinyA
         d = data.draw(st.integers(0, nd - 1))
         idx = data.draw(st.lists(st.integers(-t.shape[d], t.shape[d] - 1), min_size=1, max_size=3))
         key = (slice(None),) * d + (idx,)
-        return f"[{key}]", a[key], t[key], False  # a gathered copy: values and shape only
+        # A gathered copy: values and shape only. torch lays its copy out in the input's memory order (an
+        # implementation detail; tinytorch copies are contiguous), so the chain goes on from a contiguous copy.
+        return f"[{key}]", a[key], t[key].clone(memory_format=torch.contiguous_format), False
     return "noop", a, t, True
 
 
