@@ -50,6 +50,7 @@ __all__ = [
     "find_tokenizer_files",
     "tokenizer_for",
     "atomic_dir",
+    "log_ram_estimate",
 ]
 
 log = get_relay("simplellama.checkpoint")
@@ -164,7 +165,7 @@ def check_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs, source: str) 
     return sd
 
 
-def _log_ram(source: str, n_bytes: int) -> None:
+def log_ram_estimate(source: str, n_bytes: int) -> None:
     """Say how much RAM the weights need before loading, so an OOM kill ("Killed") is explained."""
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -26,7 +26,7 @@ import torch
 
 from LogRelay import get_relay
 
-from .checkpoint import Checkpoint, CheckpointError, _log_ram, check_state_dict
+from .checkpoint import Checkpoint, CheckpointError, check_state_dict, log_ram_estimate
 from .config import ConfigError, ModelArgs
 from .tokenizer_bpe import GGUF_PRE_AS_TRANSFORMERS
 
@@ -252,7 +252,7 @@ def load_gguf(
     vocab_size = int(tensors["token_embd.weight"].shape[1])
     args = gguf_args(meta, vocab_size, "output.weight" not in tensors, str(path), **overrides)
     n_bytes = sum(int(t.n_elements) for t in reader.tensors) * dtype.itemsize
-    _log_ram(str(path), n_bytes)
+    log_ram_estimate(str(path), n_bytes)
     sd: dict[str, torch.Tensor] = {}
     with log.busy("dequantizing GGUF tensors", total=len(tensors)) as bar:
         for name, t in tensors.items():

@@ -23,7 +23,14 @@ from safetensors.torch import save_file
 
 from LogRelay import get_relay
 
-from .checkpoint import Checkpoint, CheckpointError, _log_ram, atomic_dir, check_state_dict, find_tokenizer_files
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    atomic_dir,
+    check_state_dict,
+    find_tokenizer_files,
+    log_ram_estimate,
+)
 from .config import ConfigError, ModelArgs
 from .rope import hf_to_meta_qk, meta_to_hf_qk
 
@@ -165,7 +172,7 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
     except KeyError as e:
         raise CheckpointError(f"{cfg_path}: missing field {e.args[0]!r}") from None
     files = _weight_files(d)
-    _log_ram(str(d), sum(f.stat().st_size for f in files))
+    log_ram_estimate(str(d), sum(f.stat().st_size for f in files))
     sd: dict[str, torch.Tensor] = {}
     with log.busy(f"loading {len(files)} safetensors file(s)", total=len(files)) as bar:
         for f in files:

@@ -27,11 +27,11 @@ from LogRelay import get_relay
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
-    _log_ram,
     atomic_dir,
     check_state_dict,
     expected_shapes,
     find_tokenizer_files,
+    log_ram_estimate,
     write_tokenizer_files,
 )
 from .config import ConfigError, ModelArgs
@@ -125,7 +125,7 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
         raise CheckpointError(str(e)) from None
     paths = meta_shard_paths(d)
     n_bytes = sum(p.stat().st_size for p in paths)
-    _log_ram(str(d), n_bytes if dtype is None else n_bytes * dtype.itemsize // 2)
+    log_ram_estimate(str(d), n_bytes if dtype is None else n_bytes * dtype.itemsize // 2)
     shards = [torch_load_checked(p) for p in paths]  # memory-mapped: nothing is read yet
     keys = list(shards[0])
     for p, s in zip(paths[1:], shards[1:]):
