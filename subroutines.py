@@ -291,7 +291,17 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, allow_abbrev: bool = False, **kw: Any) -> None:
         super().__init__(*args, allow_abbrev=allow_abbrev, **kw)
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)  # for error(): the words this parser saw
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("the following arguments are required"):
+            # A misspelt required switch ("--promt") is the likelier mistake: name it first.
+            known = _switches(self)
+            unknown = [a for a in getattr(self, "_argv", []) if a.startswith("--") and a.split("=")[0] not in known]
+            if unknown:
+                message = "unrecognized arguments: " + " ".join(unknown)
         if message.startswith("unrecognized arguments:"):
             known = _switches(self)
             for arg in message.split(":", 1)[1].split():

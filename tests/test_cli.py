@@ -209,3 +209,11 @@ def test_version_names_the_installed_package(capsys):
         cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"simplellama {version('simplellama')}"
+
+
+def test_misspelt_required_switch_is_named_before_the_missing_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--promt", "hi"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --promt; --promt: did you mean --prompt?" in err
