@@ -32,6 +32,7 @@ import torch
 from LogRelay import get_relay
 
 from .config import ModelArgs
+from .tokenizer_bpe import hf_chat_template
 
 __all__ = [
     "Checkpoint",
@@ -307,10 +308,7 @@ def find_tokenizer_files(ckpt: Checkpoint) -> None:
         ckpt.tokenizer_json = json.loads((d / "tokenizer.json").read_text())
     if (d / "tokenizer_config.json").is_file():
         ckpt.tokenizer_config = json.loads((d / "tokenizer_config.json").read_text())
-        template = ckpt.tokenizer_config.get("chat_template")
-        ckpt.chat_template = template if isinstance(template, str) else ckpt.chat_template
-    if (d / "chat_template.jinja").is_file():
-        ckpt.chat_template = (d / "chat_template.jinja").read_text()
+    ckpt.chat_template = hf_chat_template(d, ckpt.tokenizer_config or {}) or ckpt.chat_template
 
 
 def tokenizer_for(ckpt: Checkpoint) -> Any:
@@ -321,9 +319,8 @@ def tokenizer_for(ckpt: Checkpoint) -> Any:
         return tk.ByteLevelBPETokenizer.from_gguf(str(ckpt.path))
     if ckpt.tokenizer_model is not None:
         return tk.load_tokenizer(str(ckpt.tokenizer_model))
-    if ckpt.tokenizer_json is not None:
-        cfg = ckpt.path / "tokenizer_config.json"
-        return tk.ByteLevelBPETokenizer.from_hf(str(ckpt.path / "tokenizer.json"), str(cfg) if cfg.is_file() else None)
+    if ckpt.tokenizer_json is not None:  # from_hf reads tokenizer_config.json beside it
+        return tk.ByteLevelBPETokenizer.from_hf(str(ckpt.path / "tokenizer.json"))
     log.warning("%s: no tokenizer.model or tokenizer.json found: no tokenizer loaded", ckpt.path)
     return None
 

@@ -30,7 +30,13 @@ from .tokenizer_utils import (
     split_on,
 )
 
-__all__ = ["ByteLevelBPETokenizer", "GGUF_PRE_AS_TRANSFORMERS", "PRETOKENIZER_SPLITS", "bytes_to_unicode"]
+__all__ = [
+    "ByteLevelBPETokenizer",
+    "GGUF_PRE_AS_TRANSFORMERS",
+    "hf_chat_template",
+    "PRETOKENIZER_SPLITS",
+    "bytes_to_unicode",
+]
 
 log = get_relay("simplellama.tokenizer_bpe")
 
@@ -73,6 +79,16 @@ def bytes_to_unicode() -> dict[int, str]:
             table[b] = chr(256 + extra)
             extra += 1
     return table
+
+
+def hf_chat_template(directory: Path, tokenizer_config: dict[str, Any]) -> str | None:
+    """The chat template of an HF tokenizer directory, read as transformers reads it: ``chat_template.jinja``
+    (where transformers 5 saves it) takes priority over ``tokenizer_config.json``'s ``chat_template`` string."""
+    jinja_file = Path(directory) / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    template = tokenizer_config.get("chat_template")
+    return template if isinstance(template, str) else None
 
 
 class ByteLevelBPETokenizer:
@@ -212,10 +228,7 @@ class ByteLevelBPETokenizer:
 
         cfg_path = Path(tokenizer_config) if tokenizer_config else path.with_name("tokenizer_config.json")
         config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-        jinja_file = path.with_name("chat_template.jinja")
-        template = config.get("chat_template") or (
-            jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None
-        )
+        template = hf_chat_template(path.parent, config)
         everything = {**vocab, **specials, **plain_added}
 
         def token_id(key: str) -> int | None:

@@ -169,6 +169,25 @@ def test_from_hf_tokenizer_json(tmp_path, ours, hf_smollm):
         assert tok.encode(s, bos=False, eos=False, allowed_special="all") == _hf_ids(hf_smollm, s), s
 
 
+def test_chat_template_file_wins_over_tokenizer_config_like_transformers(tmp_path, hf_plain):
+    hf_plain.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = "{{ 'from tokenizer_config.json' }}"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path).chat_template
+    assert reference == hf_plain.chat_template  # transformers reads chat_template.jinja first
+    assert ByteLevelBPETokenizer.from_hf(tmp_path / "tokenizer.json").chat_template == reference
+    assert load_checkpoint_tokenizer_template(tmp_path) == reference
+
+
+def load_checkpoint_tokenizer_template(d):
+    from simplellama.checkpoint import Checkpoint, ModelArgs, find_tokenizer_files
+
+    ckpt = Checkpoint("hf", ModelArgs(), {}, path=d)
+    find_tokenizer_files(ckpt)
+    return ckpt.chat_template
+
+
 def test_from_hf_plain_bytelevel_json(tmp_path, hf_plain):
     hf_plain.save_pretrained(tmp_path)
     tok = ByteLevelBPETokenizer.from_hf(tmp_path / "tokenizer.json", tmp_path / "tokenizer_config.json")
