@@ -84,11 +84,14 @@ class IncrementalDecoder:
         self.prefix = 0  # window start
         self.read = 0  # ids before this index have been emitted
 
+    def _pending(self) -> tuple[str, str]:
+        """Decoded window without and with the ids not yet emitted."""
+        return self.tokenizer.decode(self.ids[self.prefix : self.read]), self.tokenizer.decode(self.ids[self.prefix :])
+
     def push(self, token: int) -> str:
         """Add one token id; returns the text it completes (maybe empty)."""
         self.ids.append(token)
-        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
-        text = self.tokenizer.decode(self.ids[self.prefix :])
+        before, text = self._pending()
         if len(text) > len(before) and not text.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
             return text[len(before) :]
@@ -96,8 +99,7 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """Text still held back (an incomplete character at the very end)."""
-        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
-        text = self.tokenizer.decode(self.ids[self.prefix :])
+        before, text = self._pending()
         self.prefix = self.read = len(self.ids)
         return text[len(before) :]
 
@@ -411,14 +413,7 @@ class Llama:
         """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs`` if asked)."""
         ids = [self.encode_prompt(p) for p in prompts]
         toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, echo)
-        out: list[CompletionPrediction] = []
-        for t, lp in zip(toks, lps):
-            pred: CompletionPrediction = {"generation": self.tokenizer.decode(t)}
-            if logprobs:
-                pred["tokens"] = [self.tokenizer.decode([x]) for x in t]
-                pred["logprobs"] = lp
-            out.append(pred)
-        return out
+        return self._predictions(toks, lps, logprobs, lambda text: text)
 
     def chat_completion(
         self,
@@ -432,9 +427,13 @@ class Llama:
         """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str}}]``."""
         ids = [self.encode_dialog(d) for d in dialogs]
         toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs)
-        out: list[ChatPrediction] = []
+        return self._predictions(toks, lps, logprobs, lambda text: {"role": "assistant", "content": text})
+
+    def _predictions(self, toks, lps, logprobs: bool, generation) -> list:
+        """Meta's result dicts: ``{"generation": generation(text)}``, plus ``tokens``/``logprobs`` if asked."""
+        out = []
         for t, lp in zip(toks, lps):
-            pred: ChatPrediction = {"generation": {"role": "assistant", "content": self.tokenizer.decode(t)}}
+            pred = {"generation": generation(self.tokenizer.decode(t))}
             if logprobs:
                 pred["tokens"] = [self.tokenizer.decode([x]) for x in t]
                 pred["logprobs"] = lp
