@@ -43,6 +43,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "model_from_state_dict",
+    "assign_weights",
     "load_tokenizer",
     "default_model_path",
     "save_meta",
@@ -276,14 +277,19 @@ def load_model(
 
 def model_from_state_dict(cls: type, args: ModelArgs, sd: dict[str, torch.Tensor], device: str | torch.device) -> Any:
     """``cls(args)`` on the meta device, weights assigned from ``sd`` (strict), then moved to ``device``."""
-    model = cls(args, device="meta")  # parameters without storage: the checkpoint's tensors become them
+    # parameters without storage: the checkpoint's tensors become them
+    return assign_weights(cls(args, device="meta"), args, sd, device)
+
+
+def assign_weights(model: Any, args: ModelArgs, sd: dict[str, torch.Tensor], device: str | torch.device) -> Any:
+    """Make ``sd``'s tensors the parameters of ``model`` (built on the meta device), re-tie, move to ``device``."""
     model.load_state_dict(sd, strict=True, assign=True)
     if args.tie_word_embeddings:
         model.output.weight = model.tok_embeddings.weight  # one parameter, as in the model's own __init__
     model = model.to(device)  # also rebuilds the RoPE table (a non-persistent buffer) on the real device
     meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if meta:
-        raise CheckpointError(f"{cls.__name__}: {meta[0]} is still on the meta device after loading")
+        raise CheckpointError(f"{type(model).__name__}: {meta[0]} is still on the meta device after loading")
     return model.eval()
 
 

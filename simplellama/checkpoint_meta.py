@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, ModelArgs
 
-__all__ = ["load_meta", "save_meta", "meta_shard_paths", "torch_load_checked"]
+__all__ = ["load_meta", "save_meta", "meta_shard_paths", "read_params", "torch_load_checked"]
 
 log = get_relay("simplellama.checkpoint")
 
@@ -115,14 +115,19 @@ def _merge_kv(t: torch.Tensor, key: str, args: ModelArgs, n_shards: int, source:
     return heads[:, 0].reshape(K * Dh, -1)
 
 
-def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Checkpoint:
+def read_params(d: Path, overrides: dict[str, Any]) -> ModelArgs:
+    """``ModelArgs`` from a Meta directory's ``params.json`` (``overrides`` win); errors as CheckpointError."""
     params = d / "params.json"
     if not params.is_file():
         raise CheckpointError(f"{d}: params.json is missing (Meta checkpoints describe the model there)")
     try:
-        args = ModelArgs.from_json(params, **overrides)
+        return ModelArgs.from_json(params, **overrides)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+
+
+def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Checkpoint:
+    args = read_params(d, overrides)
     paths = meta_shard_paths(d)
     n_bytes = sum(p.stat().st_size for p in paths)
     log_ram_estimate(str(d), n_bytes if dtype is None else n_bytes * dtype.itemsize // 2)

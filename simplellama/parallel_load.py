@@ -24,7 +24,7 @@ import torch
 
 from LogRelay import get_relay
 
-from .config import ConfigError, ModelArgs
+from .config import ModelArgs
 from .parallel import ParallelError, check_parallel, init_distributed, parallelize, rank_device, rank_range
 
 __all__ = ["shards_for_rank", "read_meta_slice", "load_parallel_checkpoint", "load_model_parallel"]
@@ -119,7 +119,7 @@ def load_parallel_checkpoint(
     live in the model). Joins the torchrun process group if needed (``init_distributed``).
     """
     from . import checkpoint
-    from .checkpoint_meta import meta_shard_paths  # consolidated.00.pth ... numbered without gaps
+    from .checkpoint_meta import meta_shard_paths, read_params
     from .model import Transformer
 
     W, r = init_distributed(model_parallel_size, device)
@@ -135,11 +135,8 @@ def load_parallel_checkpoint(
         ckpt.state_dict = {}
         model = model if W == 1 else parallelize(model, W, r)
         return ckpt, model.to(device).eval()
-    try:
-        args = ModelArgs.from_json(path / "params.json", **arg_overrides)
-    except ConfigError as e:
-        raise checkpoint.CheckpointError(str(e)) from None
-    paths = meta_shard_paths(path)
+    args = read_params(path, arg_overrides)
+    paths = meta_shard_paths(path)  # consolidated.00.pth ... numbered without gaps
     sd, embedding = read_meta_slice(paths, args, W, r, dtype)
     if "output.weight" not in sd:  # Meta's tied models (Llama 3.2 1B/3B) omit it
         args.tie_word_embeddings = True
@@ -153,10 +150,7 @@ def load_parallel_checkpoint(
             raise checkpoint.CheckpointError(
                 f"{path}: {key}: rank {r} of {W} expected shape {expected.get(key, 'no such key')}, found {found}"
             )
-    model.load_state_dict(sd, strict=True, assign=True)
-    if args.tie_word_embeddings:
-        model.output.weight = model.tok_embeddings.weight
-    model = model.to(device).eval()  # also rebuilds the RoPE table on the device
+    model = checkpoint.assign_weights(model, args, sd, device)
     n_read = len(shards_for_rank(len(paths), W, r))
     log.info("rank %d: loaded %d tensors from %d of %d shard(s)", r, len(sd), n_read, len(paths))
     ckpt = checkpoint.Checkpoint("meta", args, {}, path=path)
