@@ -254,7 +254,7 @@ class RMSNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., D) -> (..., D)."""
-        return x * ((x * x).mean(-1, keepdim=True) + self.eps).rsqrt() * self.weight
+        return F.rms_norm(x, self.dim, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -271,15 +271,7 @@ class LayerNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., D) -> (..., D)."""
-        mean = x.mean(-1, keepdim=True)  # (..., 1)
-        centered = x - mean
-        var = (centered * centered).mean(-1, keepdim=True)  # (..., 1)
-        y = centered * (var + self.eps).rsqrt()
-        if self.weight is not None:
-            y = y * self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return f"({self.normalized_shape},), eps={self.eps}"
