@@ -2,7 +2,7 @@
 
 The project's original example (camelCase names are aliases of the snake_case API below)::
 
-    import argparse, logging
+    import argparse
     from dataclasses import asdict, dataclass
     from subroutines import *
     from LogRelay import *
@@ -24,14 +24,15 @@ The project's original example (camelCase names are aliases of the snake_case AP
                 parser.add_argument(switch, type=convert)
             return overrideConfig(self, parser.parse_args(argv), triples, printer=self.info)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s:%(levelname)s:%(name)s: %(message)s")
     cc = setupLogRelay(MyConfigUser())
     cc.reconfigure(splitByWhiteSpace("--somefoo.val=7 --foo=9"))
     print(asdict(cc))
     cc.info("reconfigured")
 
-It prints ``{'foo': 9, 'somefoo': {'val': 7.0}}`` and logs ``...:INFO:MyConfigUser: overriding foo=9 (was 0)``
-and ``...:INFO:MyConfigUser: overriding somefoo.val=7.0 (was 8.0)``. The snake_case way::
+It prints ``{'foo': 9, 'somefoo': {'val': 7.0}}``; ``setupLogRelay`` shows the object's messages on stderr
+(unless the application configured logging itself): ``...:INFO:MyConfigUser: overriding foo=9 (was 0)``,
+``...:INFO:MyConfigUser: overriding somefoo.val=7.0 (was 8.0)`` and ``...:INFO:MyConfigUser: reconfigured``.
+The snake_case way::
 
     parser = ArgumentParser()                    # unknown switch -> error plus "did you mean --closest?"
     triples = add_dataclass_arguments(parser, MyConfig)
