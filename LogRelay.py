@@ -16,6 +16,13 @@ Three ways to get ``.debug/.info/.warning/.error/.exception`` and ``.busy``::
 Underneath is the standard :mod:`logging`: a relay's logger is ``logging.getLogger(name)`` (name defaults to
 the object's class name), made on first use, so handlers, levels and propagation are configured as usual.
 Log records point at the code that called ``.info(...)``, not at this file.
+
+What shows: an object's relay (1. and 2.) makes its INFO messages visible on stderr as
+``2024-10-29 16:11:56,893:INFO:MyConfigUser: message`` while the application has configured no logging
+(no handler on the logger or its ancestors, e.g. no ``logging.basicConfig``), as if ``basicConfig`` had been
+called for that logger alone. Once the application configures logging, its handlers show the messages and
+this fallback stays quiet, so nothing is printed twice. Module relays (3., what library code uses) never
+add a handler: a library leaves logging to its users. Importing this module configures nothing.
 """
 
 from __future__ import annotations
@@ -86,8 +93,58 @@ def _default_name(obj: Any) -> str:
 def _logger(obj: Any) -> logging.Logger:
     st = _state(obj)
     if st.logger is None:
-        st.logger = logging.getLogger(st.name)
+        logger = logging.getLogger(st.name)
+        if not isinstance(obj, Relay):  # an object's relay shows its messages; a library module's stays silent
+            _show_when_unconfigured(logger)
+        st.logger = logger
     return st.logger
+
+
+CONSOLE_FORMAT = "%(asctime)s:%(levelname)s:%(name)s: %(message)s"
+
+
+class _FallbackHandler(logging.StreamHandler):
+    """Writes to stderr only while no other handler would take the record (logging is unconfigured).
+
+    The check is made per record, so an application that calls ``logging.basicConfig`` later still sees
+    each message once. When several fallbacks lie on one logger chain, the one nearest the record's logger
+    writes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _first_fallback(logging.getLogger(record.name)) is self:
+            self.stream = sys.stderr  # the current stderr (replaced by test runners, notebooks, redirects)
+            super().emit(record)
+
+
+def _first_fallback(logger: logging.Logger) -> logging.Handler | None:
+    """The fallback handler nearest ``logger`` on its propagation chain, or None if any other handler is there."""
+    first, node = None, logger
+    while node is not None:
+        for h in node.handlers:
+            if not isinstance(h, _FallbackHandler):
+                return None  # the application configured logging: its handler shows the record
+            first = first or h
+        node = node.parent if node.propagate else None
+    return first
+
+
+def _show_when_unconfigured(logger: logging.Logger) -> None:
+    """``basicConfig(level=INFO)`` for this logger alone, if the application has configured no logging."""
+    with _LOCK:
+        chain, node = [], logger
+        while node is not None:
+            chain += node.handlers
+            node = node.parent if node.propagate else None
+        if chain:  # configured (by the application, or a fallback up the chain already shows it)
+            return
+        logger.addHandler(_FallbackHandler())
+        if logger.level == logging.NOTSET and logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def _emit(obj: Any, level: int, msg: object, args: tuple, kw: dict[str, Any]) -> None:
@@ -325,8 +382,8 @@ def setup_log_relay(obj: Any, name: str | None = None, level: int | str | None =
     """Give ``obj`` the LogRelay methods and return it (the same object).
 
     The object's class is swapped for a same-named subclass that adds the mixin; its behaviour is otherwise
-    unchanged. Setting up twice is harmless (no second subclass, no handlers added: configure those with
-    :mod:`logging` or :func:`log_to_console`).
+    unchanged. Setting up twice is harmless (no second subclass, no second handler). While the application
+    has configured no logging, the object's INFO messages show on stderr (see the module docstring).
 
     Args:
         obj: any instance of a Python class (with or without ``__slots__``); not a built-in such as ``list``.

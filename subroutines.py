@@ -2,7 +2,7 @@
 
 The project's original example (camelCase names are aliases of the snake_case API below)::
 
-    import argparse, logging
+    import argparse
     from dataclasses import asdict, dataclass
     from subroutines import *
     from LogRelay import *
@@ -24,14 +24,15 @@ The project's original example (camelCase names are aliases of the snake_case AP
                 parser.add_argument(switch, type=convert)
             return overrideConfig(self, parser.parse_args(argv), triples, printer=self.info)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s:%(levelname)s:%(name)s: %(message)s")
     cc = setupLogRelay(MyConfigUser())
     cc.reconfigure(splitByWhiteSpace("--somefoo.val=7 --foo=9"))
     print(asdict(cc))
     cc.info("reconfigured")
 
-It prints ``{'foo': 9, 'somefoo': {'val': 7.0}}`` and logs ``...:INFO:MyConfigUser: overriding foo=9 (was 0)``
-and ``...:INFO:MyConfigUser: overriding somefoo.val=7.0 (was 8.0)``. The snake_case way::
+It prints ``{'foo': 9, 'somefoo': {'val': 7.0}}``; ``setupLogRelay`` shows the object's messages on stderr
+(unless the application configured logging itself): ``...:INFO:MyConfigUser: overriding foo=9 (was 0)``,
+``...:INFO:MyConfigUser: overriding somefoo.val=7.0 (was 8.0)`` and ``...:INFO:MyConfigUser: reconfigured``.
+The snake_case way::
 
     parser = ArgumentParser()                    # unknown switch -> error plus "did you mean --closest?"
     triples = add_dataclass_arguments(parser, MyConfig)
@@ -41,6 +42,15 @@ or ``parse_config(MyConfig, argv)``, which also loads ``--config file.json`` bef
 Switch types: int, float, str, bool (``true/false/yes/no/1/0``, ``--flag``/``--no-flag``), ``X | None``
 (``none``), ``Literal[...]`` and Enum choices, ``list[X]`` (comma separated), ``Path``, nested dataclasses
 (``--outer.inner.field``). Help text comes from ``field(metadata={"help": ...})``.
+
+Ascii-art printing: ``hprt`` pastes its arguments side by side (tops aligned), ``vprt`` stacks them (left
+aligned); ``hformat``/``vformat`` return the same text, so blocks nest::
+
+    >>> x = [[1.0, 2.0], [3.0, 4.0]]                   # or a torch tensor, numpy array, tinytorch tensor
+    >>> hprt("x =", vformat((2, 2), x), sep=" ")
+    x = (2, 2)
+        1.0000 2.0000
+        3.0000 4.0000
 """
 
 from __future__ import annotations
@@ -68,7 +78,7 @@ __all__ = [
     "ArgumentParser", "ConfigError", "ConfigValueError", "Converter", "add_dataclass_arguments",
     "build_cmdline_parser_from", "override_config", "parse_config", "convert_value", "get_field", "set_field",
     "diff_configs", "config_to_dict", "config_from_dict", "config_to_json", "config_from_json", "save_config",
-    "load_config", "format_tensors", "dc_field", "split_by_whitespace",
+    "load_config", "format_tensors", "hformat", "vformat", "hprt", "vprt", "dc_field", "split_by_whitespace",
     # the project's original names; its examples also use these stdlib names after `import *`
     "buildCmdLineParserFrom", "overrideConfig", "DCField", "splitByWhiteSpace", "argparse", "asdict", "dataclass",
     "field",
@@ -507,7 +517,8 @@ def _blocks(values: Any, ndim: int, precision: int, n: int, idx: tuple = ()) -> 
     return lines
 
 
-def _tensor_lines(name: str, t: Any, precision: int, n: int) -> list[str]:
+def _tensor_lines(name: str | None, t: Any, precision: int, n: int) -> list[str]:
+    """``name shape dtype`` (skipped when name is None), then the value grids."""
     if hasattr(t, "detach"):  # torch: leave the autograd graph
         t = t.detach()
     values = t.tolist() if hasattr(t, "tolist") else t
@@ -518,11 +529,66 @@ def _tensor_lines(name: str, t: Any, precision: int, n: int) -> list[str]:
         while isinstance(v, list):
             shape, v = [*shape, len(v)], (v[0] if v else None)
         shape = tuple(shape)
+    lines = _blocks(values, len(shape), precision, n)
+    if name is None:
+        return lines
     first = values
     while isinstance(first, list) and first:
         first = first[0]
     dtype = str(getattr(t, "dtype", type(first).__name__)).removeprefix("torch.")
-    return [f"{name} {shape} {dtype}", *_blocks(values, len(shape), precision, n)]
+    return [f"{name} {shape} {dtype}", *lines]
+
+
+def _lines(x: Any, precision: int, n: int) -> list[str]:
+    """The block of text lines that hformat/vformat draw for one argument."""
+    if isinstance(x, str):
+        return x.split("\n")
+    if isinstance(x, list) or (hasattr(x, "shape") and hasattr(x, "tolist")):  # tensors, arrays, nested lists
+        return _tensor_lines(None, x, precision, n)
+    if isinstance(x, float):
+        return [f"{x:.{precision}f}"]
+    if isinstance(x, tuple):  # torch.Size, tinytorch.Size: (2, 3), not torch.Size([2, 3])
+        return [str(tuple(x))]
+    return str(x).split("\n")
+
+
+def hformat(*args: Any, sep: str = " ", precision: int = 4, max_items: int = 8) -> str:
+    """The arguments as blocks of lines pasted side by side, tops aligned, ``sep`` between columns.
+
+    An argument is a (multi-line) string, a number, a tuple (a shape), or a torch tensor, numpy array,
+    tinytorch Tensor/TinyArray or nested list, drawn as its values the way :func:`format_tensors` does
+    (``precision`` digits, axes longer than ``max_items`` elided). ``hformat("x =", vformat(x.shape, x))``
+    puts a name beside a shape stacked over values.
+    """
+    blocks = [_lines(a, precision, max_items) for a in args]
+    height = max(map(len, blocks), default=0)
+    widths = [max(map(len, b)) for b in blocks]
+    rows = zip(*(b + [""] * (height - len(b)) for b in blocks))
+    return "\n".join(sep.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def vformat(*args: Any, sep: str = "\n", precision: int = 4, max_items: int = 8) -> str:
+    """The arguments as blocks of lines stacked top to bottom, left aligned, joined by ``sep``.
+
+    Arguments are drawn as in :func:`hformat`; ``sep="\\n\\n"`` leaves a blank line between blocks.
+    """
+    return sep.join("\n".join(_lines(a, precision, max_items)) for a in args)
+
+
+def hprt(
+    *args: Any, sep: str = " ", end: str = "\n", file: Any = None, flush: bool = False, precision: int = 4,
+    max_items: int = 8,
+) -> None:  # fmt: skip
+    """Print the arguments side by side, tops aligned (:func:`hformat`); ``sep``, ``end``, ``file`` as print."""
+    print(hformat(*args, sep=sep, precision=precision, max_items=max_items), end=end, file=file, flush=flush)
+
+
+def vprt(
+    *args: Any, sep: str = "\n", end: str = "\n", file: Any = None, flush: bool = False, precision: int = 4,
+    max_items: int = 8,
+) -> None:  # fmt: skip
+    """Print the arguments one under another, left aligned (:func:`vformat`); ``end``, ``file`` as print."""
+    print(vformat(*args, sep=sep, precision=precision, max_items=max_items), end=end, file=file, flush=flush)
 
 
 def format_tensors(
@@ -535,19 +601,16 @@ def format_tensors(
     Axes longer than ``max_items`` show their ends around ``...``.
 
     Args:
-        layout: "horizontal" (blocks side by side) or "vertical" (blocks one under another).
+        layout: "horizontal" (blocks side by side, :func:`hformat`) or "vertical" (blocks one under another,
+            :func:`vformat`).
         precision: digits after the point for floats.
     """
     if layout not in ("horizontal", "vertical"):
         raise ValueError(f"format_tensors: layout must be 'horizontal' or 'vertical', found {layout!r}")
     items = [t if isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], str) else (f"t{i}", t) for i, t in
              enumerate(tensors)]  # fmt: skip
-    blocks = [_tensor_lines(name, t, precision, max_items) for name, t in [*items, *named.items()]]
-    if layout == "vertical" or not blocks:
-        return "\n\n".join("\n".join(b) for b in blocks)
-    widths = [max(map(len, b)) for b in blocks]
-    rows = zip(*(b + [""] * (max(map(len, blocks)) - len(b)) for b in blocks))
-    return "\n".join((" " * gap).join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    blocks = ["\n".join(_tensor_lines(name, t, precision, max_items)) for name, t in [*items, *named.items()]]
+    return hformat(*blocks, sep=" " * gap) if layout == "horizontal" else vformat(*blocks, sep="\n\n")
 
 
 buildCmdLineParserFrom = build_cmdline_parser_from  # noqa: N816 (the project's original names)

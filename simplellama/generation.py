@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from LogRelay import get_relay
 
-from .chat_format import Dialog, Message
+from .chat_format import Dialog, Message, stop_reason
 from .parallel import broadcast_
 from .sampling import GenerationError, sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
 
@@ -325,6 +325,8 @@ class Llama:
         top_k: int | None = None,
         logprobs: bool = False,
         echo: bool = False,
+        *,
+        stops: list[int | None] | None = None,
     ) -> tuple[list[list[int]], list[list[float]] | None]:
         """Continue each prompt (Meta's ``Llama.generate``).
 
@@ -334,6 +336,7 @@ class Llama:
             temperature, top_p, top_k: see :func:`sample`; temperature 0 is greedy.
             logprobs: also return log p(token | prefix) for every returned token.
             echo: return the prompt tokens too (their first logprob is 0: nothing precedes it).
+            stops: if a list, gets one entry per prompt: the stop token that ended it, or None (length limit).
 
         Returns:
             (tokens, logprobs): per prompt, the new tokens (prompt + new with ``echo``) up to and
@@ -353,6 +356,8 @@ class Llama:
             # cut at the first stop token among the *generated* ones (an echoed prompt may contain some)
             cut = next((j for j in range(n - start, len(toks)) if toks[j] in stop), len(toks))
             out_tokens.append(toks[:cut])
+            if stops is not None:
+                stops.append(toks[cut] if cut < len(toks) else None)
             if all_logprobs is not None:
                 out_logprobs.append(all_logprobs[i][start:end][:cut])
         return out_tokens, (out_logprobs if logprobs else None)
@@ -391,11 +396,15 @@ class Llama:
             raise GenerationError("chat: the dialog is empty; give at least one message")
         return self.formatter.encode_dialog_prompt(dialog)
 
-    def _batched(self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False):
+    def _batched(
+        self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False, stops=None
+    ):
         """generate() over chunks of max_batch_size prompts."""
         toks, lps, step = [], [], self.args.max_batch_size
         for i in range(0, len(prompts), step):
-            t, lp = self.generate(prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo)
+            t, lp = self.generate(
+                prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo, stops=stops
+            )
             toks += t
             lps += lp or [None] * len(t)
         return toks, lps
@@ -424,10 +433,20 @@ class Llama:
         logprobs: bool = False,
         top_k: int | None = None,
     ) -> list[ChatPrediction]:
-        """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str}}]``."""
+        """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str, "stop_reason": str}}]``.
+
+        Generation stops at any stop token, including Llama 3.1's <|eom_id|> (a tool call awaiting its result).
+        ``stop_reason`` is Meta's: "end_of_message" (<|eom_id|>), "end_of_turn" (another stop token) or
+        "out_of_tokens". With Meta's ChatFormat the message is read as Meta's ``decode_assistant_message``
+        does: a tool call becomes ``tool_calls`` (see ``chat_format.py``).
+        """
         ids = [self.encode_dialog(d) for d in dialogs]
-        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs)
-        return self._predictions(toks, lps, logprobs, lambda text: {"role": "assistant", "content": text})
+        stops: list[int | None] = []
+        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, stops=stops)
+        preds = self._predictions(toks, lps, logprobs, lambda text: text)
+        for pred, t, stop in zip(preds, toks, stops):
+            pred["generation"] = self.formatter.decode_assistant_message(t, stop_reason(self.tokenizer, stop))
+        return preds
 
     def _predictions(self, toks, lps, logprobs: bool, generation) -> list:
         """Meta's result dicts: ``{"generation": generation(text)}``, plus ``tokens``/``logprobs`` if asked."""

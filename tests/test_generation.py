@@ -98,6 +98,20 @@ def test_stop_token_ends_generation_and_is_excluded(llama):
     assert int(logits.argmax()) in stop
 
 
+def test_chat_completion_reports_the_stop_reason(llama):
+    dialog = [{"role": "user", "content": "Say hi."}]
+    ids, stops = llama.encode_dialog(dialog), []
+    (toks,), _ = llama.generate([ids], 64, temperature=0, stops=stops)
+    with torch.no_grad():  # the stop token reported is the model's next choice after the returned tokens
+        logits = llama.model(torch.tensor([ids + toks]), None)[0, -1]
+    assert stops == [int(logits.argmax())] and stops[0] in llama.tokenizer.stop_tokens and len(toks) > 2
+    (done,) = llama.chat_completion([dialog], temperature=0, max_gen_len=64)
+    text = llama.tokenizer.decode(toks)
+    assert done["generation"] == {"role": "assistant", "content": text, "stop_reason": "end_of_turn"}
+    (cut,) = llama.chat_completion([dialog], temperature=0, max_gen_len=2)
+    assert cut["generation"]["stop_reason"] == "out_of_tokens"
+
+
 def test_chat_completion_format(llama):
     (out,) = llama.chat_completion(
         [[{"role": "user", "content": "What is the capital of France?"}]], temperature=0, max_gen_len=24

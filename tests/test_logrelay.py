@@ -7,6 +7,9 @@ import dataclasses
 import inspect
 import logging
 import pickle
+import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -330,3 +333,155 @@ def test_pickle_keeps_the_relay(caplog):
         conf2.info("a")
         slotted2.info("b")
     assert [(r.name, r.getMessage()) for r in caplog.records] == [("relay.pickled", "a"), ("relay.pickled.slots", "b")]
+
+
+# ---------------------------------------------------------------- what shows when the application configured nothing
+
+# The project's documented example, verbatim (its indentation included).
+DOCUMENTED_EXAMPLE = """\
+import dataclasses
+import argparse
+
+from subroutines import *
+import dataclasses as DC
+import argparse
+from subroutines import *
+from LogRelay import *
+
+@dataclass
+class SomeFoo:
+  val:float = 8.0
+
+@dataclass
+class SomeDataClass:
+   foo:int = 0
+   somefoo:SomeFoo = DCField(SomeFoo) # dataclasses.field(default_factory=SomeFoo)
+
+class MyConfigUser(SomeDataClass):
+  def reconfigure(self, *argv):
+    parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS, allow_abbrev=True)
+    prompts = buildCmdLineParserFrom(SomeDataClass)
+    for (theField, theArg, theConverter) in prompts:
+      parser.add_argument(theArg, type=theConverter)
+    KK = parser.parse_args(*argv)
+    self.prompts, self.KK = prompts, KK
+    self = overrideConfig(self, KK, prompts, printer=self.info)
+    return self
+
+cc = MyConfigUser()
+setupLogRelay(cc)
+cc.reconfigure(splitByWhiteSpace('''--somefoo.val=7
+  --foo=9
+   '''))
+print(DC.asdict(cc))
+cc.info('Now I am enabled for logging! w00T!')
+"""
+FORMAT = "%(asctime)s:%(levelname)s:%(name)s: %(message)s"
+BASIC_CONFIG = f"import logging\nlogging.basicConfig(level=logging.INFO, format={FORMAT!r})\n"
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}:", re.M)  # logging's default asctime, then ":"
+
+
+def run_fresh(tmp_path, code: str, *, merged: bool = True) -> subprocess.CompletedProcess:
+    """``code`` as a script in a new interpreter (unbuffered, so stdout and stderr keep their order when merged)."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    err = subprocess.STDOUT if merged else subprocess.PIPE
+    proc = subprocess.run(
+        [sys.executable, "-u", str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + (proc.stderr or "")
+    return proc
+
+
+def test_documented_example_prints_the_documented_four_lines(tmp_path):
+    out = run_fresh(tmp_path, DOCUMENTED_EXAMPLE).stdout
+    assert STAMP.sub("<time>:", out).splitlines() == [
+        "<time>:INFO:MyConfigUser: overriding foo=9 (was 0)",
+        "<time>:INFO:MyConfigUser: overriding somefoo.val=7.0 (was 8.0)",
+        "{'foo': 9, 'somefoo': {'val': 7.0}}",
+        "<time>:INFO:MyConfigUser: Now I am enabled for logging! w00T!",
+    ]
+    # the same as the logging module prints after an explicit basicConfig with that format (the reference)
+    reference = run_fresh(tmp_path, BASIC_CONFIG + DOCUMENTED_EXAMPLE).stdout
+    assert STAMP.sub("<time>:", out) == STAMP.sub("<time>:", reference)
+    separate = run_fresh(tmp_path, DOCUMENTED_EXAMPLE, merged=False)  # log lines on stderr, the dict on stdout
+    assert separate.stdout == "{'foo': 9, 'somefoo': {'val': 7.0}}\n" and len(separate.stderr.splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ('import logging\nlogging.basicConfig(level=logging.INFO, format="APP %(name)s %(message)s")\n', ""),
+        ("", 'import logging\nlogging.basicConfig(level=logging.INFO, format="APP %(name)s %(message)s")\n'),
+        ("import logging, sys\nh = logging.StreamHandler(sys.stderr)\nh.setFormatter(logging.Formatter("
+         '"APP %(name)s %(message)s"))\nlogging.getLogger().addHandler(h)\nlogging.getLogger().setLevel("INFO")\n', ""),
+    ],
+    ids=["basicConfig before", "basicConfig after setupLogRelay", "root handler"],
+)  # fmt: skip
+def test_no_duplicates_when_the_application_configures_logging(tmp_path, before, after):
+    code = DOCUMENTED_EXAMPLE.replace("cc = MyConfigUser()\nsetupLogRelay(cc)\n", f"{before}cc = MyConfigUser()\n"
+                                      f"setupLogRelay(cc)\n{after}")  # fmt: skip
+    assert code != DOCUMENTED_EXAMPLE
+    assert run_fresh(tmp_path, code).stdout.splitlines() == [
+        "APP MyConfigUser overriding foo=9 (was 0)",
+        "APP MyConfigUser overriding somefoo.val=7.0 (was 8.0)",
+        "{'foo': 9, 'somefoo': {'val': 7.0}}",
+        "APP MyConfigUser Now I am enabled for logging! w00T!",
+    ]
+
+
+def test_an_application_that_keeps_warning_level_sees_no_info(tmp_path):
+    code = "import logging\nlogging.basicConfig()\n" + DOCUMENTED_EXAMPLE  # root at WARNING: the app's choice
+    assert run_fresh(tmp_path, code).stdout == "{'foo': 9, 'somefoo': {'val': 7.0}}\n"
+
+
+def test_mixin_objects_show_info_too(tmp_path):
+    code = (
+        "from LogRelay import LogRelay\nclass Loader(LogRelay):\n    pass\n"
+        "Loader().info('loading %s', 'x')\nLoader().debug('hidden')\n"
+    )
+    assert STAMP.sub("", run_fresh(tmp_path, code).stdout) == "INFO:Loader: loading x\n"
+
+
+def test_imports_and_library_relays_stay_silent(tmp_path):
+    code = (
+        "import logging\nimport LogRelay, subroutines, tinytorch, simplellama.generation\n"
+        "ours = ('simplellama', 'tinytorch', 'subroutines', 'LogRelay', 'tinytorch.debug')\n"
+        "configured = [n for n, l in logging.root.manager.loggerDict.items()\n"
+        "              if n.split('.')[0] in ours and getattr(l, 'handlers', None)]\n"
+        "assert not logging.root.handlers and not configured, configured\n"
+        "LogRelay.get_relay('simplellama.generation').info('library info')\n"
+        "simplellama.generation.log.info('library info')\n"
+        "subroutines.override_config(subroutines.SimpleNamespace(a=1), {'a': 2}, [('a', '--a', int)])\n"
+        "tinytorch.DEBUG.push('x'); tinytorch.DEBUG.pop()\n"
+        "assert not logging.root.handlers\nprint('ok')\n"
+    ).replace("subroutines.SimpleNamespace", "__import__('types').SimpleNamespace")
+    assert run_fresh(tmp_path, code).stdout == "ok\n"
+
+
+@pytest.fixture
+def fallback_loggers():
+    """Loggers a test gives a fallback handler; reset afterwards."""
+    made: list[logging.Logger] = []
+    yield made
+    for logger in made:
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
+
+
+def test_one_line_per_message_with_relays_up_and_down_a_logger_chain(fallback_loggers, capsys, monkeypatch):
+    monkeypatch.setattr(logging.root, "handlers", [])  # as if unconfigured (pytest puts handlers on the root logger)
+    parent = setup_log_relay(Plain(), name="relay.fallback")
+    child = setup_log_relay(Conf(), name="relay.fallback.child")
+    parent.info("from parent")
+    child.info("from child")
+    child.debug("below INFO")
+    fallback_loggers += [parent.relay_logger, child.relay_logger]
+    assert setup_log_relay(parent) is parent and len(parent.relay_logger.handlers) == 1  # set up twice: one handler
+    lines = STAMP.sub("", capsys.readouterr().err).splitlines()
+    assert lines == ["INFO:relay.fallback: from parent", "INFO:relay.fallback.child: from child"]
+    logging.root.handlers.append(h := logging.StreamHandler(sys.stdout))  # the application configures logging now
+    h.setFormatter(logging.Formatter("APP %(message)s"))
+    child.info("once")
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("APP once\n", "")

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from tinytorch.debug import DEBUG, DebugFlagError, DebugHelper
+from tinytorch.debug import DEBUG, DebugFlagError, DebugHelper, DebugPop, DebugPush
 
 
 class Layer:
@@ -141,7 +141,7 @@ def test_debug_logs_through_relay(dbg, caplog):
 
 
 def test_pop_empty_stack_error(dbg):
-    with pytest.raises(DebugFlagError, match="pop: expected a pushed flag set, found an empty stack"):
+    with pytest.raises(DebugFlagError, match="pop: expected a pushed flag set, found only the base set"):
         dbg.pop()
 
 
@@ -168,3 +168,66 @@ def test_plain_function_flag_error(dbg):
     for fn in (helper, len):
         with pytest.raises(DebugFlagError, match="expected a method, found a plain function"):
             dbg.push(fn)
+
+
+# --- DebugPush / DebugPop: the project's original module-level names over DEBUG ---------------------------------
+
+
+def test_debug_push_pop_are_exported_and_drive_the_global_helper():
+    import tinytorch
+    import tinytorch.debug
+
+    assert (tinytorch.DebugPush, tinytorch.DebugPop) == (tinytorch.debug.DebugPush, tinytorch.debug.DebugPop)
+    a, b = Layer(), Layer()
+    assert DebugPush(a) == 1 and DEBUG.depth == 1  # the new depth, as DEBUG.push returns
+    assert DEBUG.on(a, "forward") and a.forward() and not b.forward()
+    assert DebugPop() == (a,) and DEBUG.depth == 0 and not a.forward()
+
+
+@pytest.mark.parametrize(
+    "make_flag, on, off",
+    [
+        (lambda a, s: Layer, lambda a, s: [(a, "forward"), (s, "backward")], lambda a, s: [(Other(), "forward")]),
+        (lambda a, s: "Layer.backward", lambda a, s: [(a, "backward"), (s, "backward")], lambda a, s: [(a, "forward")]),
+        (lambda a, s: a, lambda a, s: [(a, "forward"), (a, "backward")], lambda a, s: [(s, "forward")]),
+        (lambda a, s: a.forward, lambda a, s: [(a, "forward")], lambda a, s: [(a, "backward"), (s, "forward")]),
+        (lambda a, s: "attention", lambda a, s: [("attention", None)], lambda a, s: [(a, "forward"), ("mlp", None)]),
+    ],
+    ids=["class", "Class.method", "instance", "instance method", "custom flag"],
+)
+def test_debug_push_takes_every_documented_kind_of_flag(make_flag, on, off):
+    a, s = Layer(), SubLayer()
+    DebugPush(make_flag(a, s))
+    assert all(DEBUG.on(obj, m) for obj, m in on(a, s))
+    assert not any(DEBUG.on(obj, m) for obj, m in off(a, s))
+    DebugPop()
+    assert not any(DEBUG.on(obj, m) for obj, m in on(a, s))
+
+
+def test_debug_pop_removes_only_the_topmost_set_and_never_the_base():
+    a, b = Layer(), Layer()
+    DebugPush(a)
+    DebugPush(b, "attention")
+    assert DebugPop() == (b, "attention")  # the topmost set only
+    assert DEBUG.depth == 1 and a.forward() and not b.forward() and not DEBUG.on("attention")
+    assert DebugPop() == (a,)
+    with pytest.raises(DebugFlagError, match=r"pop: expected a pushed flag set, found only the base set"):
+        DebugPop()  # the base set stays: refused, stack unchanged and still usable
+    assert DEBUG.depth == 0 and not a.forward()
+    DebugPush(a)
+    assert a.forward()
+
+
+def test_debug_push_switches_on_tinytorch_layer_logging(caplog):
+    import tinytorch as tt
+
+    layer, other = tt.nn.Linear(3, 2), tt.nn.Linear(2, 1)
+    x = tt.ones(4, 3)
+    with caplog.at_level(logging.DEBUG, logger="tinytorch.debug"):
+        other(layer(x))  # nothing pushed: nothing logged
+        DebugPush(layer.forward)
+        other(layer(x))
+        DebugPop()
+        other(layer(x))
+    messages = [r.getMessage() for r in caplog.records if r.name == "tinytorch.debug" and "->" in r.getMessage()]
+    assert messages == ["[Linear.forward] [(4, 3)] -> (4, 2)"]

@@ -10,6 +10,7 @@ Layers: storage.py (index arithmetic) -> array.py (TinyArray: strided views over
 tensor.py (Tensor + backward) -> ops.py / functional.py (ops with their backward rules) -> creation.py.
 """
 
+from subroutines import hformat, hprt, vformat, vprt  # ascii-art printing of tensors beside text
 from tinytorch import functional, nn, optim
 from tinytorch.array import TinyArray
 from tinytorch.creation import (
@@ -35,7 +36,7 @@ from tinytorch.creation import (
     zeros,
     zeros_like,
 )
-from tinytorch.debug import DEBUG, DebugHelper
+from tinytorch.debug import DEBUG, DebugHelper, DebugPop, DebugPush
 from tinytorch.ops import (
     abs,
     argmax,
@@ -85,5 +86,6 @@ __all__ = [
     "matmul", "cat", "stack", "where", "masked_fill", "tril", "triu", "clamp", "softmax", "log_softmax",
     "argmax", "argmin", "functional", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "cos", "sin", "abs",
     "sum", "mean", "max", "min", "var", "std",
-    "nn", "optim", "Value", "draw_dot", "DEBUG", "DebugHelper",
+    "nn", "optim", "Value", "draw_dot", "DEBUG", "DebugHelper", "DebugPush", "DebugPop",
+    "hprt", "vprt", "hformat", "vformat",
 ]  # fmt: skip

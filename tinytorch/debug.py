@@ -17,7 +17,14 @@ A flag is one of:
 * ``"*"``                                      -> everything
 
 Flag sets form a stack: ``push`` adds a set, ``pop`` removes the most recent one, and a flag is on
-while any pushed set holds it. Messages go through LogRelay (logger ``tinytorch.debug``).
+while any pushed set holds it. Below the pushed sets lies the base set (no flags), which is never
+popped. The project's original names are module-level functions over ``DEBUG``::
+
+    DebugPush(Linear, "attention")   # push one set of flags
+    model(x)
+    DebugPop()                       # pop the topmost set only; popping the base set is an error
+
+Messages go through LogRelay (logger ``tinytorch.debug``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from LogRelay import get_relay
 
-__all__ = ["DebugFlagError", "DebugHelper", "DEBUG"]
+__all__ = ["DebugFlagError", "DebugHelper", "DEBUG", "DebugPush", "DebugPop"]
 
 log = get_relay("tinytorch.debug")
 
@@ -100,9 +107,12 @@ class DebugHelper:
         return len(self._stack)
 
     def pop(self) -> tuple[Any, ...]:
-        """Remove the most recently pushed flag set and return its flags."""
+        """Remove the most recently pushed flag set and return its flags (the base set is never popped)."""
         if not self._stack:
-            raise DebugFlagError("tinytorch/debug.py: pop: expected a pushed flag set, found an empty stack")
+            raise DebugFlagError(
+                "tinytorch/debug.py: pop: expected a pushed flag set, found only the base set "
+                "(it is never popped: every pop needs an earlier push)"
+            )
         popped = self._stack.pop()
         self._rebuild()
         self.log.debug("pop %s (depth %d)", popped.flags, len(self._stack))
@@ -171,3 +181,17 @@ class DebugHelper:
 
 
 DEBUG = DebugHelper()
+
+
+def DebugPush(*flags: Any) -> int:  # noqa: N802 (the project's original name)
+    """Push one set of debug flags on ``DEBUG`` (see the module docstring); returns the new depth."""
+    return DEBUG.push(*flags)
+
+
+def DebugPop() -> tuple[Any, ...]:  # noqa: N802
+    """Pop the topmost flag set of ``DEBUG`` and return its flags; the base set stays (popping it raises).
+
+    Raises:
+        DebugFlagError: nothing was pushed (only the base set is left).
+    """
+    return DEBUG.pop()
