@@ -111,9 +111,9 @@ def discover(repo: Path = REPO) -> list[Page]:
 
 def tex_to_mathml(tex: str, display: str, where: str) -> str:
     """LaTeX (without delimiters) to a <math> element; BookError naming `where` if it cannot be converted."""
-    tex = STANDARD_OPERATORS.sub(lambda m: f"\\operatorname{{{m.group(1)}}}", tex)
+    source = STANDARD_OPERATORS.sub(lambda m: f"\\operatorname{{{m.group(1)}}}", tex.strip())
     try:
-        mathml = latex_to_mathml_string(tex.strip(), display=display)
+        mathml = latex_to_mathml_string(source, display=display)
     except Exception as exc:  # latex2mathml raises many types; the build names the formula instead
         raise BookError(f"{where}: cannot render math {tex.strip()!r}: {type(exc).__name__}: {exc}") from None
     if unknown := UNKNOWN_COMMAND.search(mathml):  # latex2mathml prints commands it does not know as text
