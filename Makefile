@@ -5,8 +5,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-done
 PYTEST_ARGS ?=
+NB      ?=
+BOOK_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format lab bench notebooks-clean clean
+.PHONY: setup demo test test-fast lint format lab bench notebooks book browser-test clean
 
 setup: $(STAMP)
 
@@ -24,10 +26,11 @@ demo: setup
 
 test: setup
 	@# One torch thread per worker: two workers with two threads each on two cores run ~10x slower.
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests notebooks $(PYTEST_ARGS)
+	@# The browser test runs on its own (make browser-test), after this, in .ci/run.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests notebooks -m "not browser" $(PYTEST_ARGS)
 
 test-fast: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -44,9 +47,17 @@ bench: setup
 	$(BIN)/simplellama bench
 	$(BIN)/python -m tinytorch.bench
 
-# Strip outputs from every notebook (outputs are never committed).
-notebooks-clean: setup
-	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+# Execute notebooks in place so readers see their outputs (all, or NB=notebooks/10_rope.ipynb).
+notebooks: setup
+	$(BIN)/python -m notebooks.tools.execute $(NB)
+
+# The book: static HTML from the notebooks as stored, in _build/html/ (offline; open _build/html/index.html).
+book: setup
+	$(BIN)/python -m notebooks.tools.book $(BOOK_ARGS)
+
+# Every page of the book in headless Chromium (Debian's chromium package); screenshots in _build/screenshots/.
+browser-test: setup
+	$(BIN)/python -m pytest -p no:xdist -m browser tests/test_book_browser.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build _build *.egg-info
