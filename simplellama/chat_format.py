@@ -26,6 +26,8 @@ import jinja2.nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .errors import SimpleLlamaError
+
 __all__ = ["ChatFormatError", "UnsafeTemplateError", "ChatFormat", "ChatTemplate", "Message", "Dialog"]
 
 Message = Mapping[str, Any]
@@ -34,7 +36,7 @@ Dialog = Sequence[Message]
 ROLES = ("system", "user", "assistant", "ipython", "tool")  # "tool" is written as "ipython", as Meta does
 
 
-class ChatFormatError(ValueError):
+class ChatFormatError(SimpleLlamaError):
     """A dialog or template that cannot be turned into a prompt."""
 
 

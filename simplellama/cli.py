@@ -8,8 +8,9 @@
     simplellama bench --dtypes float32
 
 Generated text goes to stdout as it is produced; progress bars and logs go to stderr.
-Exit status: 0 ok, 2 usage error (argparse), 1 runtime error, reported as one line
-``simplellama: error: ...`` (``-vv`` logs the traceback).
+Exit status: 0 ok, 2 usage error (argparse, including argument values that cannot work together),
+1 runtime error, reported as one line ``simplellama: error: ...`` (``-vv`` logs the traceback).
+``--version`` and ``--help`` import neither torch nor the model code: only the chosen command loads them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from LogRelay import get_relay
+from subroutines import ArgumentParser, add_dataclass_arguments, override_config
 
-__all__ = ["RunOptions", "build_parser", "main"]
+__all__ = ["RunOptions", "build_parser", "add_bench_arguments", "check_arguments", "main"]
 
 log = get_relay("simplellama.cli")
 PROG = "simplellama"
@@ -66,10 +68,6 @@ def _version() -> str:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
     """The argument parser and, per subcommand, the (field, switch, converter) triples of :class:`RunOptions`."""
-    from subroutines import ArgumentParser, add_dataclass_arguments
-
-    from . import bench
-
     parser = ArgumentParser(prog=PROG, description="Run, inspect and convert Llama 3.x checkpoints.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug + tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -93,9 +91,39 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
     info = sub.add_parser("info", help="architecture, parameter count, dtypes, tokenizer of a checkpoint")
     info.add_argument("path", nargs="?", default=None, help="checkpoint (default: embedded SmolLM2-135M)")
 
-    b = sub.add_parser("bench", help="speed and memory of simplellama vs transformers on the embedded model")
-    bench.add_arguments(b)
+    b = sub.add_parser("bench", help="load time, prefill/decode speed and peak RAM on the embedded model")
+    add_bench_arguments(b)
     return parser, triples
+
+
+BENCH_DTYPES = ("float32", "bfloat16")
+
+
+def _dtype_list(text: str) -> list[str]:
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    for d in names:
+        if d not in BENCH_DTYPES:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(BENCH_DTYPES)}, found {d!r}")
+    return names
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text!r}")
+    return int(text)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``bench`` options (also ``benchmarks/compare_transformers.py``'s)."""
+    parser.add_argument(
+        "--dtypes", type=_dtype_list, default=list(BENCH_DTYPES), help="comma list of float32, bfloat16"
+    )
+    parser.add_argument("--prompt-tokens", type=_positive, default=128, help="prompt length for prefill")
+    parser.add_argument("--new-tokens", type=_positive, default=128, help="greedy tokens for decode")
+    parser.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--repeat", type=_positive, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one side, JSON out
+    parser.add_argument("--prompt-ids", default=None, help=argparse.SUPPRESS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,18 +132,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
 
 
 def _options(args: argparse.Namespace, triples: dict[str, list]) -> RunOptions:
-    from subroutines import override_config
-
     return override_config(RunOptions(), args, triples[args.command], printer=log.debug)
 
 
-def _build(opts: RunOptions):
-    from .generation import GenerationError, Llama
+def check_arguments(args: argparse.Namespace, opts: RunOptions | None) -> str | None:
+    """What is wrong with argument values that parse but cannot work (None if nothing): usage errors."""
+    if args.command == "generate" and not args.prompt.strip():
+        return "--prompt is empty: give some text to continue"
+    if args.command == "chat" and args.message is not None and not args.message.strip():
+        return "chat: the message is empty: give some text"
+    if opts is not None and opts.max_new_tokens >= opts.max_seq_len:  # the prompt needs a position
+        return f"--max-new-tokens ({opts.max_new_tokens}) must be smaller than --max-seq-len ({opts.max_seq_len})"
+    return None
 
-    if opts.max_new_tokens >= opts.max_seq_len:  # fail before loading: the prompt needs at least one position
-        raise GenerationError(
-            f"--max-new-tokens ({opts.max_new_tokens}) must be smaller than --max-seq-len ({opts.max_seq_len})"
-        )
+
+def _build(opts: RunOptions):
+    from .generation import Llama
 
     return Llama.build(
         opts.model,
@@ -145,10 +177,6 @@ def _emit(pieces: Iterator[str], stream: bool) -> str:
 
 
 def cmd_generate(args: argparse.Namespace, opts: RunOptions) -> int:
-    from .generation import GenerationError
-
-    if not args.prompt.strip():
-        raise GenerationError("--prompt is empty: give some text to continue")
     llama = _build(opts)
     pieces = llama.stream_text_completion(args.prompt, opts.max_new_tokens, opts.temperature, opts.top_p, opts.top_k)
     _emit(pieces, opts.stream)
@@ -179,11 +207,8 @@ def _user_turns(message: str | None) -> Iterator[str]:
 
 
 def cmd_chat(args: argparse.Namespace, opts: RunOptions) -> int:
-    from .generation import GenerationError
     from .parallel import shared_items
 
-    if args.message is not None and not args.message.strip():
-        raise GenerationError("chat: the message is empty: give some text")
     llama = _build(opts)
     dialog = [{"role": "system", "content": args.system}] if args.system else []
     for text in shared_items(_user_turns(args.message)):  # read by rank 0, sent to every rank
@@ -197,7 +222,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import convert
-    from .generation import pick_dtype
+    from .devices import pick_dtype
 
     dtype = pick_dtype(torch.device("cpu"), args.dtype) if args.dtype else None
     out = convert(args.src, args.dst, to=args.to, dtype=dtype)
@@ -206,14 +231,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def describe_checkpoint(path: str | None) -> list[tuple[str, str]]:
-    """(label, value) rows describing a checkpoint: architecture, parameters, dtypes, tokenizer."""
+    """(label, value) rows describing a checkpoint: architecture, parameters, dtypes, tokenizer.
+
+    Reads headers only (``checkpoint.read_header``): no weight is loaded or dequantized.
+    """
     from collections import Counter
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import read_header
 
-    ckpt = load_checkpoint(path)
+    ckpt = read_header(path)
     a = ckpt.args
-    unique = {t.data_ptr(): t for t in ckpt.state_dict.values()}  # tied output counted once
+    unique = {id(t): t for t in ckpt.state_dict.values()}  # tied output counted once
     n_params = sum(t.numel() for t in unique.values())
     dtypes = Counter(str(t.dtype).replace("torch.", "") for t in ckpt.state_dict.values())
     rope = f"theta {a.rope_theta:g}, " + (
@@ -256,9 +284,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-# The project's errors (ConfigError, CheckpointError, TokenizerError, ChatFormatError, GenerationError, ModelError,
-# KVCacheError) subclass ValueError and already name the file/field at fault, as do OSErrors (FileNotFoundError, ...):
-# their message is shown as is. Anything else is unexpected: its type name is shown too.
+# The project's errors (errors.SimpleLlamaError, a ValueError) already name the file/field at fault, as do
+# OSErrors (FileNotFoundError, ...): their message is shown as is. Anything else: its type name is shown too.
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 
 
@@ -266,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (argparse exits with 2 on usage errors)."""
     parser, triples = build_parser()
     args = parser.parse_args(argv)
+    opts = _options(args, triples) if args.command in ("generate", "chat") else None
+    if (problem := check_arguments(args, opts)) is not None:
+        parser.error(problem)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -274,9 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             join_torchrun(getattr(args, "device", None))
         if args.command == "generate":
-            return cmd_generate(args, _options(args, triples))
+            return cmd_generate(args, opts)
         if args.command == "chat":
-            return cmd_chat(args, _options(args, triples))
+            return cmd_chat(args, opts)
         if args.command == "convert":
             return cmd_convert(args)
         if args.command == "info":

@@ -24,18 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ModelArgsError
+
 __all__ = [
-    "ConfigError",
+    "ModelArgsError",
     "ModelArgs",
     "PRESETS",
     "preset",
     "ffn_hidden_size",
     "infer_rope_scaling_factor",
 ]
-
-
-class ConfigError(ValueError):
-    """A model configuration is invalid; the message names the field (and file) at fault."""
 
 
 def ffn_hidden_size(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -> int:
@@ -95,28 +93,32 @@ class ModelArgs:
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"ModelArgs.{name}: expected a positive integer, found {value!r}")
+                raise ModelArgsError(f"ModelArgs.{name}: expected a positive integer, found {value!r}")
         if self.dim % self.n_heads:
-            raise ConfigError(f"ModelArgs: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+            raise ModelArgsError(f"ModelArgs: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.n_heads % self.n_kv_heads:
-            raise ConfigError(
+            raise ModelArgsError(
                 f"ModelArgs: n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})"
             )
         if self.head_dim % 2:
-            raise ConfigError(f"ModelArgs: head_dim = dim / n_heads must be even for RoPE, found {self.head_dim}")
+            raise ModelArgsError(f"ModelArgs: head_dim = dim / n_heads must be even for RoPE, found {self.head_dim}")
         if not (self.norm_eps > 0):
-            raise ConfigError(f"ModelArgs.norm_eps: expected > 0, found {self.norm_eps!r}")
+            raise ModelArgsError(f"ModelArgs.norm_eps: expected > 0, found {self.norm_eps!r}")
         if not (self.rope_theta > 0):
-            raise ConfigError(f"ModelArgs.rope_theta: expected > 0, found {self.rope_theta!r}")
+            raise ModelArgsError(f"ModelArgs.rope_theta: expected > 0, found {self.rope_theta!r}")
         if self.ffn_hidden_dim is not None and self.ffn_hidden_dim <= 0:
-            raise ConfigError(f"ModelArgs.ffn_hidden_dim: expected a positive integer, found {self.ffn_hidden_dim!r}")
+            raise ModelArgsError(
+                f"ModelArgs.ffn_hidden_dim: expected a positive integer, found {self.ffn_hidden_dim!r}"
+            )
         if self.use_scaled_rope:
             if self.rope_scaling_factor is None:
                 self.rope_scaling_factor = infer_rope_scaling_factor(self.dim, self.n_layers)
             if not self.rope_scaling_factor >= 1:
-                raise ConfigError(f"ModelArgs.rope_scaling_factor: expected >= 1, found {self.rope_scaling_factor!r}")
+                raise ModelArgsError(
+                    f"ModelArgs.rope_scaling_factor: expected >= 1, found {self.rope_scaling_factor!r}"
+                )
             if not self.rope_high_freq_factor > self.rope_low_freq_factor > 0:
-                raise ConfigError(
+                raise ModelArgsError(
                     "ModelArgs: expected rope_high_freq_factor > rope_low_freq_factor > 0, found "
                     f"{self.rope_high_freq_factor!r} and {self.rope_low_freq_factor!r}"
                 )
@@ -166,14 +168,14 @@ class ModelArgs:
         names = {f.name for f in dataclasses.fields(cls)}
         for key in list(d) + list(overrides):
             if key not in names:
-                raise ConfigError(f"{source}: unknown field {key!r} (expected one of: {', '.join(sorted(names))})")
+                raise ModelArgsError(f"{source}: unknown field {key!r} (expected one of: {', '.join(sorted(names))})")
         d.update(overrides)
         try:
             return cls(**d)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+        except ModelArgsError as e:
+            raise ModelArgsError(f"{source}: {e}") from None
         except TypeError as e:  # e.g. a string where a number belongs
-            raise ConfigError(f"{source}: {e}") from None
+            raise ModelArgsError(f"{source}: {e}") from None
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: Any) -> ModelArgs:
@@ -181,11 +183,11 @@ class ModelArgs:
         try:
             d = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
+            raise ModelArgsError(f"{path}: file not found") from None
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+            raise ModelArgsError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
         if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a JSON object, found {type(d).__name__}")
+            raise ModelArgsError(f"{path}: expected a JSON object, found {type(d).__name__}")
         return cls.from_dict(d, source=str(path), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,12 +220,12 @@ class ModelArgs:
 def _rope_scaling_fields(rs: Any, source: str) -> dict[str, Any]:
     """Translate an HF-style ``rope_scaling`` dict (``type`` or ``rope_type``) into ModelArgs fields."""
     if not isinstance(rs, dict):
-        raise ConfigError(f"{source}: rope_scaling: expected an object, found {rs!r}")
+        raise ModelArgsError(f"{source}: rope_scaling: expected an object, found {rs!r}")
     kind = rs.get("rope_type", rs.get("type"))
     if kind in (None, "default"):
         return {}
     if kind != "llama3":
-        raise ConfigError(f"{source}: rope_scaling.rope_type: expected 'llama3' or 'default', found {kind!r}")
+        raise ModelArgsError(f"{source}: rope_scaling.rope_type: expected 'llama3' or 'default', found {kind!r}")
     out: dict[str, Any] = {"use_scaled_rope": True}
     for key, name in (
         ("factor", "rope_scaling_factor"),
@@ -260,5 +262,5 @@ def preset(name: str, **overrides: Any) -> ModelArgs:
     """``ModelArgs`` of a named Meta release, e.g. ``preset("llama3.2-1b", max_seq_len=8192)``."""
     key = name.lower().replace("_", "-").replace("meta-", "")
     if key not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r} (expected one of: {', '.join(PRESETS)})")
+        raise ModelArgsError(f"unknown preset {name!r} (expected one of: {', '.join(PRESETS)})")
     return ModelArgs(**{**PRESETS[key], **overrides})

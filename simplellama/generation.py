@@ -28,9 +28,13 @@ import torch.nn.functional as F
 
 from LogRelay import get_relay
 
-from .chat_format import Dialog, Message
+from .chat_format import ChatFormat, ChatTemplate, Dialog, Message
+from .checkpoint import load_for_inference
+from .devices import pick_device, pick_dtype
+from .errors import CheckpointError, GenerationError
 from .parallel import broadcast_
-from .sampling import GenerationError, sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
+from .sampling import sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
+from .tokenizer import Tokenizer, load_tokenizer, stream_text
 
 __all__ = [
     "GenerationError",
@@ -39,14 +43,11 @@ __all__ = [
     "CompletionPrediction",
     "ChatPrediction",
     "Llama",
-    "IncrementalDecoder",
     "sample_greedy",  # the sampling functions live in sampling.py; re-exported here
     "top_k_probs",
     "top_p_probs",
     "sample_top_p",
     "sample",
-    "pick_device",
-    "pick_dtype",
 ]
 
 log = get_relay("simplellama.generation")
@@ -62,90 +63,6 @@ class ChatPrediction(TypedDict, total=False):
     generation: Message
     tokens: list[str]
     logprobs: list[float]
-
-
-# ---------------------------------------------------------------------------------------------
-# Streaming text out of token ids without splitting multi-byte characters
-# ---------------------------------------------------------------------------------------------
-
-
-class IncrementalDecoder:
-    """Turns token ids into text pieces as they arrive.
-
-    One token can hold half of a UTF-8 character (byte-level BPE), and SentencePiece decodes a
-    leading space differently at the start of a string. So we decode a short window of recent
-    tokens twice (with and without the newest) and emit only the new suffix, holding it back
-    while it ends in U+FFFD (an incomplete character). Same idea as HF ``TextStreamer``.
-    """
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0  # window start
-        self.read = 0  # ids before this index have been emitted
-
-    def _pending(self) -> tuple[str, str]:
-        """Decoded window without and with the ids not yet emitted."""
-        return self.tokenizer.decode(self.ids[self.prefix : self.read]), self.tokenizer.decode(self.ids[self.prefix :])
-
-    def push(self, token: int) -> str:
-        """Add one token id; returns the text it completes (maybe empty)."""
-        self.ids.append(token)
-        before, text = self._pending()
-        if len(text) > len(before) and not text.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return text[len(before) :]
-        return ""
-
-    def flush(self) -> str:
-        """Text still held back (an incomplete character at the very end)."""
-        before, text = self._pending()
-        self.prefix = self.read = len(self.ids)
-        return text[len(before) :]
-
-
-# ---------------------------------------------------------------------------------------------
-# Device and dtype
-# ---------------------------------------------------------------------------------------------
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GenerationError(f"device {str(device)!r} requested but torch.cuda.is_available() is False")
-    return device
-
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
-
-
-def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """A dtype that works on ``device``: float32 on CPU (fp16 matmuls are slow or missing there),
-    bfloat16 on CUDA when supported, else float16. An explicit ``dtype`` wins."""
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise GenerationError(f"dtype: expected one of {', '.join(_DTYPES)}, found {dtype!r}")
-        dtype = _DTYPES[dtype]
-    if dtype is None:
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif device.type == "mps":
-            dtype = torch.float16
-        else:
-            dtype = torch.float32
-        log.info("dtype: %s picked for device %s", dtype, device)
-    return dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +108,6 @@ class Llama:
         dtype: str | torch.dtype | None = None,
         seed: int = 1,
         model_parallel_size: int | None = None,
-        **_ignored,
     ) -> Llama:
         """Load a checkpoint (Meta dir, HF dir or GGUF file) and its tokenizer.
 
@@ -204,43 +120,24 @@ class Llama:
             dtype: None -> float32 on CPU, bfloat16 (or float16) on CUDA.
             seed: seed of the sampling generator.
             model_parallel_size: ranks sharing the model (default: the world size under torchrun, else 1);
-                > 1 loads this rank's slice (``parallel_load.py``).
+                > 1 loads this rank's slice (``checkpoint/sharded.py``). Unknown arguments are errors.
         """
-        from . import checkpoint
-        from .chat_format import ChatFormat, ChatTemplate
-        from .model import Transformer
-        from .parallel import resolve_model_parallel_size
-        from .parallel_load import load_parallel_checkpoint
-        from .tokenizer import Tokenizer, load_tokenizer
-
-        if _ignored:  # e.g. Meta's quantization_mode: not supported here, nothing to do
-            log.info("Llama.build: ignoring %s", ", ".join(sorted(_ignored)))
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
-        path = Path(ckpt_dir) if ckpt_dir is not None else checkpoint.default_model_path()
         t0 = time.perf_counter()
-        if resolve_model_parallel_size(model_parallel_size) > 1:  # torchrun: each rank loads its slice
-            ckpt, model = load_parallel_checkpoint(
-                path, model_parallel_size, device, dtype, not tokenizer_path,
-                max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-            )  # fmt: skip
-        else:
-            ckpt = checkpoint.load_checkpoint(
-                path,
-                dtype=dtype,
-                with_tokenizer=not tokenizer_path,
-                max_seq_len=max_seq_len,
-                max_batch_size=max_batch_size,
-            )
-            model = checkpoint.model_from_state_dict(Transformer, ckpt.args, ckpt.state_dict, device)
+        ckpt, model = load_for_inference(
+            ckpt_dir, device, dtype, model_parallel_size, with_tokenizer=not tokenizer_path,
+            max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+        )  # fmt: skip
+        path = ckpt.path
         tokenizer = load_tokenizer(str(tokenizer_path)) if tokenizer_path else ckpt.tokenizer
         if tokenizer is None:
-            raise checkpoint.CheckpointError(
+            raise CheckpointError(
                 f"{path}: no tokenizer found with the checkpoint (tokenizer.model or tokenizer.json): "
                 "pass tokenizer_path"
             )
         if tokenizer.n_words > ckpt.args.vocab_size:  # ids past the embedding table would crash mid-generation
-            raise checkpoint.CheckpointError(
+            raise CheckpointError(
                 f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the model's vocab_size is "
                 f"{ckpt.args.vocab_size}: wrong tokenizer for this checkpoint?"
             )
@@ -442,14 +339,7 @@ class Llama:
 
     def stream_tokens_as_text(self, tokens: Iterator[int]) -> Iterator[str]:
         """Text pieces of a token stream, never splitting a multi-byte character."""
-        dec = IncrementalDecoder(self.tokenizer)
-        for t in tokens:
-            piece = dec.push(t)
-            if piece:
-                yield piece
-        tail = dec.flush()
-        if tail:
-            yield tail
+        return stream_text(self.tokenizer, tokens)
 
     def stream_text_completion(
         self,

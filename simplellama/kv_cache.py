@@ -17,11 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import KVCacheError
+
 __all__ = ["KVCache", "KVCacheError"]
-
-
-class KVCacheError(ValueError):
-    """A cache write does not fit: the message names the argument, the limit and the value found."""
 
 
 class KVCache(nn.Module):

@@ -30,6 +30,7 @@ from LogRelay import get_relay
 
 from .attention import Attention, causal_mask
 from .config import ModelArgs
+from .errors import ModelError
 from .ffn import FeedForward
 from .kv_cache import KVCache
 from .norm import RMSNorm, upcast
@@ -43,10 +44,6 @@ log = get_relay("simplellama.model")
 def _real_dtype(weight: torch.Tensor) -> torch.dtype:
     """RoPE table precision: float32 as Meta, float64 when the weights are float64 (reference checks)."""
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-
-class ModelError(ValueError):
-    """Bad input to the model: the message names the argument and the expected versus found value."""
 
 
 class TransformerBlock(nn.Module):

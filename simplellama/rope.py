@@ -43,6 +43,7 @@ import math
 import torch
 
 from .config import ModelArgs
+from .errors import RopeError
 from .norm import upcast
 
 __all__ = [
@@ -58,10 +59,6 @@ __all__ = [
     "hf_to_meta_qk",
     "meta_to_hf_qk",
 ]
-
-
-class RopeError(ValueError):
-    """Bad RoPE input: the message names the argument and the expected versus found shape."""
 
 
 def apply_llama3_scaling(

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from .errors import GenerationError
+
 __all__ = ["GenerationError", "sample_greedy", "top_k_probs", "top_p_probs", "sample_top_p", "sample"]
-
-
-class GenerationError(ValueError):
-    """A generation request cannot be served (bad sampling setting, empty prompt, too long for the context, ...)."""
 
 
 def sample_greedy(logits: torch.Tensor) -> torch.Tensor:

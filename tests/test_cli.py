@@ -132,13 +132,6 @@ def test_make_demo_command_streams_a_sensible_answer():
     "argv,message",
     [
         (["generate", "--prompt", "hi", "--model", "/no/such/model.gguf"], "/no/such/model.gguf: no such file"),
-        (["generate", "--prompt", "   "], "--prompt is empty"),
-        (["chat", ""], "chat: the message is empty"),
-        (
-            ["generate", "--prompt", "hi", "--max-new-tokens", "4096"],
-            r"--max-new-tokens \(4096\) must be smaller than --max-seq-len \(2048\)",
-        ),
-        (["bench", "--dtypes", "int8"], "bench --dtypes: expected a comma list of float32, bfloat16, found 'int8'"),
     ],
 )
 def test_runtime_errors_are_one_line_with_status_1(argv, message, capsys):
@@ -182,6 +175,14 @@ def test_max_new_tokens_past_the_context_is_a_one_line_error(loaded, capsys):
         (["generate", "--prompt", "hi", "--temperature", "hot"], "temperature"),
         (["convert", "a", "b", "--to", "gguf"], "invalid choice: 'gguf'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        # values that parse but cannot work are usage errors too (issue 17: argparse errors)
+        (["generate", "--prompt", "   "], "--prompt is empty"),
+        (["chat", ""], "chat: the message is empty"),
+        (
+            ["generate", "--prompt", "hi", "--max-new-tokens", "4096"],
+            "--max-new-tokens (4096) must be smaller than --max-seq-len (2048)",
+        ),
+        (["bench", "--dtypes", "int8"], "--dtypes: expected a comma list of float32, bfloat16, found 'int8'"),
     ],
 )
 def test_usage_errors_exit_2(argv, message, capsys):

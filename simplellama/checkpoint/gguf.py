@@ -12,98 +12,76 @@ Facts this loader relies on (checked by tests against transformers' own GGUF loa
 
 from __future__ import annotations
 
-import functools
 import mmap
 import os
-import re
 import struct
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import torch
+from gguf import GGUFValueType, Keys, TokenType
+from gguf import quants
 
 from LogRelay import get_relay
 
-from .checkpoint import Checkpoint, CheckpointError, check_state_dict, log_ram_estimate
-from .config import ConfigError, ModelArgs
-from .tokenizer_bpe import GGUF_PRE_AS_TRANSFORMERS
+from ..config import ModelArgs
+from ..errors import CheckpointError, ModelArgsError
+from ..rope import apply_llama3_scaling
+from ..tokenizer import ByteLevelBPETokenizer
+from ..tokenizer.rules import GGUF_PRE_AS_TRANSFORMERS, PRETOKENIZERS, gguf_token_kinds, hf_pre_tokenizer
+from .common import Checkpoint, check_state_dict, log_ram_estimate
+from .keys import ROPE_FREQS_GGUF, TOP_WEIGHTS, gguf_to_meta_name
 
-__all__ = ["gguf_to_meta_name", "gguf_metadata", "gguf_args", "load_gguf", "gguf_tokenizer_files"]
+__all__ = ["FastGGUFReader", "gguf_metadata", "gguf_args", "load_gguf", "read_gguf_header", "gguf_tokenizer_files"]
 
 log = get_relay("simplellama.checkpoint")
 
-_LAYER_NAMES = {
-    "attn_q": "attention.wq",
-    "attn_k": "attention.wk",
-    "attn_v": "attention.wv",
-    "attn_output": "attention.wo",
-    "ffn_gate": "feed_forward.w1",
-    "ffn_up": "feed_forward.w3",
-    "ffn_down": "feed_forward.w2",
-    "attn_norm": "attention_norm",
-    "ffn_norm": "ffn_norm",
-}
-_TOP_NAMES = {"token_embd": "tok_embeddings", "output_norm": "norm", "output": "output"}
 _DEQUANT_CHUNK = 1 << 22  # values dequantized per step (16 MiB of float32)
 
 
-def gguf_to_meta_name(name: str) -> str | None:
-    """``blk.3.ffn_gate.weight`` -> ``layers.3.feed_forward.w1.weight`` (None if not a Llama weight)."""
-    if m := re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", name):
-        meta = _LAYER_NAMES.get(m.group(2))
-        return None if meta is None else f"layers.{m.group(1)}.{meta}.weight"
-    if m := re.fullmatch(r"(\w+)\.weight", name):
-        meta = _TOP_NAMES.get(m.group(1))
-        return None if meta is None else meta + ".weight"
-    return None
-
-
-@functools.cache
-def _fast_reader_class() -> type:
-    """``gguf.GGUFReader`` with a faster parse of metadata arrays, built on first use (gguf imports lazily).
+class FastGGUFReader(gguf.GGUFReader):
+    """``gguf.GGUFReader`` with a faster parse of metadata arrays.
 
     The stock reader calls ``_get`` (several numpy calls) for every element of an array field: parsing
     the 49152 tokens + 48900 merges of a Llama 3 style vocabulary takes seconds. This subclass walks
     little-endian arrays with ``struct`` and slices the memory map once per element, producing the same
-    ``ReaderField`` parts (tests compare every field with the stock reader). Big-endian files and
-    nested arrays take the stock path.
+    ``ReaderField`` parts (tests compare every field with the stock reader; it overrides a private
+    method, so pyproject.toml pins gguf). Big-endian files and nested arrays take the stock path.
     """
-    import gguf
 
-    class FastGGUFReader(gguf.GGUFReader):
-        def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list, list[int], list]:
-            V = gguf.GGUFValueType
-            if raw_type != V.ARRAY or self.byte_order != "I" or sys.byteorder != "little":
-                return super()._get_field_parts(orig_offs, raw_type)
-            item_type, count = struct.unpack_from("<IQ", self.data, orig_offs)
-            scalar = self.gguf_scalar_to_np.get(V(item_type))
-            if item_type != V.STRING and scalar is None:  # nested arrays
-                return super()._get_field_parts(orig_offs, raw_type)
-            parts: list[np.ndarray] = [self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)]
-            offs, data = orig_offs + 12, self.data.view(np.ndarray)  # plain views: memmap slices are slow
-            if item_type == V.STRING:  # (u64 length, bytes) per element: two parts, data is the bytes
-                unpack = struct.Struct("<Q").unpack_from
-                for _ in range(count):
-                    (n,) = unpack(data, offs)
-                    parts += (data[offs : offs + 8].view(np.uint64), data[offs + 8 : offs + 8 + n])
-                    offs += 8 + n
-                idxs = list(range(3, len(parts), 2))
-            else:  # one part of one element each, as the stock reader
-                size = np.dtype(scalar).itemsize
-                values = data[offs : offs + size * count].view(scalar)
-                parts += (values[i : i + 1] for i in range(count))
-                offs += size * count
-                idxs = list(range(2, len(parts)))
-            return offs - orig_offs, parts, idxs, [V.ARRAY, V(item_type)]
-
-    return FastGGUFReader
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list, list[int], list]:
+        V = GGUFValueType
+        if raw_type != V.ARRAY or self.byte_order != "I" or sys.byteorder != "little":
+            return super()._get_field_parts(orig_offs, raw_type)
+        item_type, count = struct.unpack_from("<IQ", self.data, orig_offs)
+        scalar = self.gguf_scalar_to_np.get(V(item_type))
+        if item_type != V.STRING and scalar is None:  # nested arrays
+            return super()._get_field_parts(orig_offs, raw_type)
+        parts: list[np.ndarray] = [self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)]
+        offs, data = orig_offs + 12, self.data.view(np.ndarray)  # plain views: memmap slices are slow
+        if item_type == V.STRING:  # (u64 length, bytes) per element: two parts, data is the bytes
+            unpack = struct.Struct("<Q").unpack_from
+            for _ in range(count):
+                (n,) = unpack(data, offs)
+                parts += (data[offs : offs + 8].view(np.uint64), data[offs + 8 : offs + 8 + n])
+                offs += 8 + n
+            idxs = list(range(3, len(parts), 2))
+        else:  # one part of one element each, as the stock reader
+            size = np.dtype(scalar).itemsize
+            values = data[offs : offs + size * count].view(scalar)
+            parts += (values[i : i + 1] for i in range(count))
+            offs += size * count
+            idxs = list(range(2, len(parts)))
+        return offs - orig_offs, parts, idxs, [V.ARRAY, V(item_type)]
 
 
 def _reader(path: Path) -> Any:
     try:
-        reader = _fast_reader_class()(path)
+        reader = FastGGUFReader(path)
     except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError, struct.error) as e:
         raise CheckpointError(f"{path}: truncated or corrupt GGUF file ({e})") from None
     size = path.stat().st_size
@@ -120,7 +98,7 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
     """All key/value metadata except the (large) tokenizer arrays, as Python values."""
     out = {}
     for key, field in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and len(field.data) > 1:
+        if key.startswith("tokenizer.ggml.") and len(field.data) > 1:  # Keys.Tokenizer.LIST, MERGES, ...
             continue
         out[key] = field.contents()
     return out
@@ -128,54 +106,54 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
 
 def gguf_args(meta: dict[str, Any], vocab_size: int, tied: bool, source: str, **overrides: Any) -> ModelArgs:
     """``ModelArgs`` from ``llama.*`` metadata; ``vocab_size`` from token_embd, ``tied`` if output is absent."""
-    arch = meta.get("general.architecture")
+    arch = meta.get(Keys.General.ARCHITECTURE)
     if arch != "llama":
-        raise CheckpointError(f"{source}: general.architecture: expected 'llama', found {arch!r}")
+        raise CheckpointError(f"{source}: {Keys.General.ARCHITECTURE}: expected 'llama', found {arch!r}")
 
     def get(key: str, default: Any = KeyError) -> Any:
-        if f"llama.{key}" in meta:
-            return meta[f"llama.{key}"]
+        key = key.format(arch=arch)  # gguf.Keys spell per-architecture keys as "{arch}.block_count"
+        if key in meta:
+            return meta[key]
         if default is KeyError:
-            raise CheckpointError(f"{source}: metadata key llama.{key} is missing")
+            raise CheckpointError(f"{source}: metadata key {key} is missing")
         return default
 
+    LLM, Att, Rope = Keys.LLM, Keys.Attention, Keys.Rope
     d: dict[str, Any] = {
-        "dim": int(get("embedding_length")),
-        "n_layers": int(get("block_count")),
-        "n_heads": int(get("attention.head_count")),
-        "n_kv_heads": int(get("attention.head_count_kv", get("attention.head_count"))),
+        "dim": int(get(LLM.EMBEDDING_LENGTH)),
+        "n_layers": int(get(LLM.BLOCK_COUNT)),
+        "n_heads": int(get(Att.HEAD_COUNT)),
+        "n_kv_heads": int(get(Att.HEAD_COUNT_KV, get(Att.HEAD_COUNT))),
         "vocab_size": vocab_size,
-        "ffn_hidden_dim": int(get("feed_forward_length")),
-        "norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        "rope_theta": float(get("rope.freq_base", 10000.0)),
+        "ffn_hidden_dim": int(get(LLM.FEED_FORWARD_LENGTH)),
+        "norm_eps": float(get(Att.LAYERNORM_RMS_EPS, 1e-5)),
+        "rope_theta": float(get(Rope.FREQ_BASE, 10000.0)),
         "tie_word_embeddings": tied,
     }
-    kind = get("rope.scaling.type", "none")
+    kind = get(Rope.SCALING_TYPE, "none")
     if kind == "llama3":
         d["rope_scaling"] = {
             "rope_type": "llama3",
-            "factor": float(get("rope.scaling.factor", 8.0)),
-            "original_max_position_embeddings": int(get("rope.scaling.original_context_length", 8192)),
+            "factor": float(get(Rope.SCALING_FACTOR, 8.0)),
+            "original_max_position_embeddings": int(get(Rope.SCALING_ORIG_CTX_LEN, 8192)),
         }
     elif kind != "none":
-        raise CheckpointError(f"{source}: llama.rope.scaling.type: expected 'none' or 'llama3', found {kind!r}")
+        key = Rope.SCALING_TYPE.format(arch=arch)
+        raise CheckpointError(f"{source}: {key}: expected 'none' or 'llama3', found {kind!r}")
     try:
         args = ModelArgs.from_dict(d, source=source, **overrides)
-    except ConfigError as e:
+    except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
-    rope_dim = get("rope.dimension_count", args.head_dim)
+    rope_dim = get(Rope.DIMENSION_COUNT, args.head_dim)
     if rope_dim != args.head_dim:
-        raise CheckpointError(
-            f"{source}: llama.rope.dimension_count: expected head_dim {args.head_dim}, found {rope_dim}"
-        )
-    log.info("%s: context length %s", source, get("context_length", "unknown"))
+        key = Rope.DIMENSION_COUNT.format(arch=arch)
+        raise CheckpointError(f"{source}: {key}: expected head_dim {args.head_dim}, found {rope_dim}")
+    log.info("%s: context length %s", source, get(LLM.CONTEXT_LENGTH, "unknown"))
     return args
 
 
 def _dequantize(t: Any, dtype: torch.dtype, source: Path) -> torch.Tensor:
     """One GGUF tensor -> torch tensor of ``dtype`` in row-major shape (GGUF lists dims fastest-first)."""
-    from gguf.quants import dequantize
-
     shape = tuple(int(n) for n in reversed(t.shape))
     out = torch.empty(shape, dtype=dtype)
     rows = t.data.reshape(-1, t.data.shape[-1])  # (rows, stored bytes or values per row)
@@ -184,11 +162,11 @@ def _dequantize(t: Any, dtype: torch.dtype, source: Path) -> torch.Tensor:
     step = max(1, _DEQUANT_CHUNK // flat.shape[1])
     for i in range(0, rows.shape[0], step):
         try:
-            arr = dequantize(rows[i : i + step], t.tensor_type)  # (rows, values per row) float32
+            arr = quants.dequantize(rows[i : i + step], t.tensor_type)  # (rows, values per row) float32
         except NotImplementedError:
             raise CheckpointError(
                 f"{source}: tensor {t.name} has type {t.tensor_type.name}, "
-                f"which gguf {_gguf_version()} cannot dequantize"
+                f"which gguf {version('gguf')} cannot dequantize"
             ) from None
         flat[i : i + step] = torch.from_numpy(np.require(arr, np.float32, "W"))  # casts to dtype
     return out
@@ -207,16 +185,8 @@ def _release_pages(reader: Any, t: Any) -> None:
     mm.madvise(mmap.MADV_DONTNEED, start, min(t.data_offset + t.n_bytes, len(mm)) - start)
 
 
-def _gguf_version() -> str:
-    from importlib.metadata import version
-
-    return version("gguf")
-
-
 def _rope_scaling_from_freqs(args: ModelArgs, factors: torch.Tensor, source: str) -> ModelArgs:
     """llama.cpp stores Llama 3.1 RoPE scaling as per-frequency divisors (``rope_freqs.weight``): match them."""
-    from .rope import apply_llama3_scaling
-
     exps = torch.arange(0, args.head_dim, 2, dtype=torch.float64) / args.head_dim
     freqs = 1.0 / (args.rope_theta**exps)  # (Dh/2,)
     for factor in (8.0, 32.0, 16.0, 4.0, 2.0):
@@ -244,32 +214,49 @@ def load_gguf(
     both from the same parsed file (parsing the vocabulary metadata is the slow part of opening a GGUF).
     """
     dtype = torch.float32 if dtype is None else dtype
+    return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, header_only=False)
+
+
+def read_gguf_header(path: Path, overrides: dict[str, Any]) -> Checkpoint:
+    """A GGUF file's args, tokenizer and weights as ``meta``-device float32 tensors (what ``load_gguf``
+    would give), from its metadata and tensor infos: no weight is read or dequantized."""
+    return _read(path, torch.float32, overrides, True, False, header_only=True)
+
+
+def _read(
+    path: Path,
+    dtype: torch.dtype,
+    overrides: dict[str, Any],
+    with_tokenizer: bool,
+    tokenizer_files: bool,
+    header_only: bool,
+) -> Checkpoint:
     reader = _reader(path)
     meta = gguf_metadata(reader)
     tensors = {t.name: t for t in reader.tensors}
-    if "token_embd.weight" not in tensors:
-        raise CheckpointError(f"{path}: tensor token_embd.weight is missing")
-    vocab_size = int(tensors["token_embd.weight"].shape[1])
-    args = gguf_args(meta, vocab_size, "output.weight" not in tensors, str(path), **overrides)
-    n_bytes = sum(int(t.n_elements) for t in reader.tensors) * dtype.itemsize
-    log_ram_estimate(str(path), n_bytes)
+    embd, output = TOP_WEIGHTS["tok_embeddings"].gguf + ".weight", TOP_WEIGHTS["output"].gguf + ".weight"
+    if embd not in tensors:
+        raise CheckpointError(f"{path}: tensor {embd} is missing")
+    vocab_size = int(tensors[embd].shape[1])
+    args = gguf_args(meta, vocab_size, output not in tensors, str(path), **overrides)
+    if not header_only:
+        log_ram_estimate(str(path), sum(int(t.n_elements) for t in reader.tensors) * dtype.itemsize)
     sd: dict[str, torch.Tensor] = {}
-    with log.busy("dequantizing GGUF tensors", total=len(tensors)) as bar:
+    with log.busy("reading GGUF tensors", total=len(tensors), progress=not header_only) as bar:
         for name, t in tensors.items():
-            if name == "rope_freqs.weight":
+            if name == ROPE_FREQS_GGUF:  # (Dh/2,) divisors: tiny, read even for the header
                 args = _rope_scaling_from_freqs(args, _dequantize(t, torch.float32, path), str(path))
+            elif (key := gguf_to_meta_name(name)) is None:
+                raise CheckpointError(f"{path}: unexpected tensor {name!r} (not a Llama weight)")
+            elif header_only:
+                sd[key] = torch.empty(tuple(int(n) for n in reversed(t.shape)), dtype=dtype, device="meta")
             else:
-                key = gguf_to_meta_name(name)
-                if key is None:
-                    raise CheckpointError(f"{path}: unexpected tensor {name!r} (not a Llama weight)")
                 sd[key] = _dequantize(t, dtype, path)
-            _release_pages(reader, t)
+                _release_pages(reader, t)
             bar.update()
     check_state_dict(sd, args, str(path))
-    ckpt = Checkpoint("gguf", args, sd, chat_template=meta.get("tokenizer.chat_template"), path=path)
+    ckpt = Checkpoint("gguf", args, sd, chat_template=meta.get(Keys.Tokenizer.CHAT_TEMPLATE), path=path)
     if with_tokenizer:
-        from .tokenizer import ByteLevelBPETokenizer
-
         ckpt.tokenizer = ByteLevelBPETokenizer.from_gguf(reader)
     if tokenizer_files:
         ckpt.chat_template, ckpt.tokenizer_json, ckpt.tokenizer_config = gguf_tokenizer_files(reader)
@@ -280,63 +267,34 @@ def load_gguf(
 # tokenizer metadata -> Hugging Face tokenizer.json (for convert)
 # ---------------------------------------------------------------------------------------------
 
-_GPT2_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-# Llama 3's split pattern (llama_models/llama3/tokenizer.py: pat_str; HF tokenizer.json "Split" step)
-_LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+"
-)
-# llama.cpp pre-tokenizer name (tokenizer.ggml.pre) -> HF pre_tokenizer
-_PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
-    "gpt2": _GPT2_BYTE_LEVEL,
-    "default": _GPT2_BYTE_LEVEL,
-    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _GPT2_BYTE_LEVEL]},
-    "llama-bpe": {
-        "type": "Sequence",
-        "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": _LLAMA3_PATTERN}, "behavior": "Isolated", "invert": False},
-            {**_GPT2_BYTE_LEVEL, "use_regex": False},
-        ],
-    },
-}
-
 
 def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, dict | None]:
     """``(chat_template, tokenizer_json, tokenizer_config)`` built from a GGUF file's tokenizer metadata.
 
-    Only byte-level BPE vocabularies (``tokenizer.ggml.model == "gpt2"``) with a known pre-tokenizer are
-    translated; otherwise the json parts are None (logged).
+    Only byte-level BPE vocabularies (``tokenizer.ggml.model == "gpt2"``) with a known pre-tokenizer
+    are translated (the rules of ``tokenizer/rules.py``); otherwise the json parts are None (logged).
     """
     if isinstance(path_or_reader, (str, os.PathLike)):
         path, reader = Path(path_or_reader), _reader(Path(path_or_reader))
     else:
         path, reader = Path(path_or_reader.data.filename), path_or_reader
-    f = reader.fields
+    f, K = reader.fields, Keys.Tokenizer
 
     def value(key: str, default: Any = None) -> Any:
         return f[key].contents() if key in f else default
 
-    template = value("tokenizer.chat_template")
-    model, pre = value("tokenizer.ggml.model"), value("tokenizer.ggml.pre", "default")
+    template = value(K.CHAT_TEMPLATE)
+    model, pre = value(K.MODEL), value(K.PRE, "default")
     pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre)  # the same reading as ByteLevelBPETokenizer.from_gguf
-    if model != "gpt2" or pre not in _PRE_TOKENIZERS:
-        log.warning(
-            "%s: tokenizer %s/%s cannot be written as tokenizer.json (supported: gpt2 with pre %s)",
-            path,
-            model,
-            pre,
-            ", ".join(_PRE_TOKENIZERS),
-        )
+    if model != "gpt2" or pre not in PRETOKENIZERS:
+        known = ", ".join(PRETOKENIZERS)
+        log.warning("%s: tokenizer %s/%s cannot be written as tokenizer.json (supported: gpt2 with pre %s)",
+                    path, model, pre, known)  # fmt: skip
         return template, None, None
-    tokens = value("tokenizer.ggml.tokens")
-    types = value("tokenizer.ggml.token_type", [1] * len(tokens))
-    merges = value("tokenizer.ggml.merges", [])
-    from .tokenizer import bytes_to_unicode
-
-    # 3 = control (special), 4 = user defined (added, not special). Like transformers, a control token
-    # spelled outside the byte-level alphabet is taken as an ordinary token (a llama.cpp mislabel).
-    alphabet = set(bytes_to_unicode().values())
-    special = [i for i, kind in enumerate(types) if kind == 4 or (kind == 3 and set(tokens[i]) <= alphabet)]
+    tokens = value(K.LIST)
+    types = value(K.TOKEN_TYPE, [TokenType.NORMAL] * len(tokens))
+    special, added = gguf_token_kinds(tokens, types)
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     tok_json = {
         "version": "1.0",
         "truncation": None,
@@ -349,14 +307,14 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
                 "lstrip": False,
                 "rstrip": False,
                 "normalized": False,
-                "special": types[i] == 3,
+                "special": tokens[i] in special,
             }
-            for i in special
-        ],
+            for i in sorted({*special.values(), *added.values()})
+        ],  # fmt: skip
         "normalizer": None,
-        "pre_tokenizer": _PRE_TOKENIZERS[pre],
-        "post_processor": {**_GPT2_BYTE_LEVEL, "use_regex": True},
-        "decoder": dict(_GPT2_BYTE_LEVEL),
+        "pre_tokenizer": hf_pre_tokenizer(PRETOKENIZERS[pre]),
+        "post_processor": byte_level,
+        "decoder": byte_level,
         "model": {
             "type": "BPE",
             "dropout": None,
@@ -365,19 +323,20 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
             "end_of_word_suffix": None,
             "fuse_unk": False,
             "byte_fallback": False,
-            "ignore_merges": pre == "llama-bpe",
+            "ignore_merges": PRETOKENIZERS[pre].ignore_merges,
             "vocab": {tok: i for i, tok in enumerate(tokens)},
-            "merges": list(merges),
+            "merges": list(value(K.MERGES, [])),
         },
     }
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": bool(value("tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": bool(value(K.ADD_BOS, False)),
     }
-    for name in ("bos", "eos", "unknown", "padding"):
-        token_id = value(f"tokenizer.ggml.{name}_token_id")
+    for key, name in ((K.BOS_ID, "bos_token"), (K.EOS_ID, "eos_token"), (K.UNK_ID, "unk_token"),
+                      (K.PAD_ID, "pad_token")):  # fmt: skip
+        token_id = value(key)
         if token_id is not None and 0 <= token_id < len(tokens):
-            config[{"unknown": "unk_token", "padding": "pad_token"}.get(name, f"{name}_token")] = tokens[token_id]
+            config[name] = tokens[token_id]
     if template is not None:
         config["chat_template"] = template
     return template, tok_json, config

@@ -1,11 +1,8 @@
 """Meta checkpoints: ``params.json`` + ``consolidated.NN.pth`` (one file per model-parallel rank).
 
-Meta's multi-GPU checkpoints hold one ``consolidated.NN.pth`` per model-parallel rank (fairscale).
-Merging them follows the layer types in ``llama_models/llama3/model.py``: ``ColumnParallelLinear``
-(wq, wk, wv, w1, w3, output) splits its output features (dim 0), ``RowParallelLinear`` (wo, w2) its
-input features (dim 1), ``VocabParallelEmbedding`` the vocabulary (dim 0; Llama 2's
-``ParallelEmbedding`` split dim 1, recognised by shape); norms are replicated on every rank.
-Meta's ``llama_models/checkpoint.py`` (``_WEIGHT_ROW_KEY``/``_WEIGHT_COLUMN_KEY``) uses the same table.
+Meta's multi-GPU checkpoints hold one ``consolidated.NN.pth`` per model-parallel rank (fairscale);
+shards are merged along the split dimension of each weight (``keys.py``, one table with the
+per-rank loader). With more shards than kv heads, Meta repeats each kv head; one copy is kept.
 
 Shape glossary: V vocab, D model dim, K kv heads, Dh head dim.
 """
@@ -24,44 +21,28 @@ import torch
 
 from LogRelay import get_relay
 
-from .checkpoint import (
+from ..config import ModelArgs
+from ..errors import CheckpointError, ModelArgsError
+from .common import (
     Checkpoint,
-    CheckpointError,
     atomic_dir,
     check_state_dict,
-    expected_shapes,
     find_tokenizer_files,
     log_ram_estimate,
     write_tokenizer_files,
 )
-from .config import ConfigError, ModelArgs
+from .keys import expected_shapes, shard_dim
 
-__all__ = ["load_meta", "save_meta", "meta_shard_paths", "read_params", "torch_load_checked"]
+__all__ = ["SHARD_FILE", "load_meta", "save_meta", "meta_shard_paths", "read_params", "torch_load_checked"]
 
 log = get_relay("simplellama.checkpoint")
 
-# Split dimension of each model-parallel weight (fairscale layer types in llama3/model.py); None = replicated.
-_SHARD_DIM = {
-    # ColumnParallelLinear: output features (rows) split over ranks
-    **dict.fromkeys(["attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3"], 0),
-    "output": 0,
-    # RowParallelLinear: input features (columns) split over ranks
-    **dict.fromkeys(["attention.wo", "feed_forward.w2"], 1),
-    # VocabParallelEmbedding (Llama 3); Llama 2's ParallelEmbedding split dim 1 (recognised by shape)
-    "tok_embeddings": 0,
-}
-
-
-def _shard_dim(key: str) -> int | None:
-    module = re.sub(r"^layers\.\d+\.", "", key.removesuffix(".weight"))
-    return _SHARD_DIM.get(module)
+SHARD_FILE = re.compile(r"consolidated\.(\d+)\.pth")  # one file per model-parallel rank
 
 
 def meta_shard_paths(d: Path) -> list[Path]:
     """``d``'s ``consolidated.NN.pth`` files in shard order; a gap in the numbering is an error."""
-    found = {
-        int(m.group(1)): d / m.group(0) for x in d.iterdir() if (m := re.fullmatch(r"consolidated\.(\d+)\.pth", x.name))
-    }
+    found = {int(m.group(1)): d / m.group(0) for x in d.iterdir() if (m := SHARD_FILE.fullmatch(x.name))}
     if not found:
         raise CheckpointError(f"{d}: expected consolidated.00.pth (Meta weights), found none")
     numbers = sorted(found)
@@ -122,7 +103,7 @@ def read_params(d: Path, overrides: dict[str, Any]) -> ModelArgs:
         raise CheckpointError(f"{d}: params.json is missing (Meta checkpoints describe the model there)")
     try:
         return ModelArgs.from_json(params, **overrides)
-    except ConfigError as e:
+    except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
 
 
@@ -142,7 +123,7 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
     with log.busy(f"loading {len(paths)} shard(s)", total=len(keys)) as bar:
         for key in keys:
             parts = [s.pop(key) for s in shards]  # drop the shards' references as we go
-            dim = _shard_dim(key)
+            dim = shard_dim(key)
             if len(parts) == 1:
                 t = parts[0]
             elif dim is None:  # replicated (norms): every rank must hold the same values
@@ -179,3 +160,18 @@ def save_meta(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
         write_tokenizer_files(ckpt, tmp)
     log.info("wrote Meta checkpoint %s", dst)
     return Path(dst)
+
+
+def read_meta_header(d: Path, overrides: dict[str, Any]) -> Checkpoint:
+    """A Meta directory's args and weights as ``meta``-device tensors (shapes, dtypes; no data read)."""
+    args = read_params(d, overrides)
+    first = torch_load_checked(meta_shard_paths(d)[0])  # memory-mapped: nothing is read
+    if "output.weight" not in first:
+        args.tie_word_embeddings = True
+    shapes = expected_shapes(args)
+    sd = {k: torch.empty(shapes.get(k, t.shape), dtype=t.dtype, device="meta") for k, t in first.items()}
+    del first
+    check_state_dict(sd, args, str(d))
+    ckpt = Checkpoint("meta", args, sd, path=d)
+    find_tokenizer_files(ckpt)
+    return ckpt

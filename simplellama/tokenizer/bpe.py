@@ -1,6 +1,6 @@
 """Byte-level BPE (GPT-2 style) from a GGUF file or a Hugging Face tokenizer.json, in plain Python.
 
-Same interface as the Llama 3 ``Tokenizer`` (see tokenizer.py). SmolLM2, the default model, uses it.
+Same interface as the Llama 3 ``Tokenizer`` (``llama3.py``). SmolLM2, the default model, uses it.
 Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes, spell each piece's
 UTF-8 bytes as printable characters (``bytes_to_unicode``), then merge the adjacent pair with the best (lowest)
 merge rank until no merge applies.
@@ -9,76 +9,33 @@ merge rank until no merge applies.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gguf
 import regex
 
 from LogRelay import get_relay
 
-from .tokenizer_utils import (
-    DIGIT_PATTERN,
+from ..errors import TokenizerError
+from .common import Specials, allowed_specials, special_pattern, split_on
+from .rules import (
+    GGUF_PRE_AS_TRANSFORMERS,
     GPT2_PATTERN,
-    LLAMA3_PATTERN,
-    Specials,
-    TokenizerError,
-    allowed_specials,
-    expect_format,
-    special_pattern,
-    split_on,
+    PRETOKENIZERS,
+    bytes_to_unicode,
+    gguf_token_kinds,
+    splits_from_hf,
 )
+from .sniff import expect_format
 
-__all__ = [
-    "ByteLevelBPETokenizer",
-    "GGUF_PRE_AS_TRANSFORMERS",
-    "hf_chat_template",
-    "PRETOKENIZER_SPLITS",
-    "bytes_to_unicode",
-]
+__all__ = ["ByteLevelBPETokenizer", "hf_chat_template"]
 
-log = get_relay("simplellama.tokenizer_bpe")
+log = get_relay("simplellama.tokenizer")
 
-# GGUF `tokenizer.ggml.pre` -> split stages applied one after another (llama.cpp, src/llama-vocab.cpp).
-# "smollm" isolates every digit first, as SmolLM2's own tokenizer.json does (Digits(individual_digits=True)).
-# "default" is llama.cpp's fallback name; we use GPT-2's split for it, as transformers does.
-PRETOKENIZER_SPLITS: dict[str, list[str]] = {
-    "gpt2": [GPT2_PATTERN],
-    "default": [GPT2_PATTERN],
-    "smollm": [DIGIT_PATTERN, GPT2_PATTERN],
-    "starcoder": [DIGIT_PATTERN, GPT2_PATTERN],
-    "refact": [DIGIT_PATTERN, GPT2_PATTERN],
-    "llama-bpe": [LLAMA3_PATTERN],
-    "llama3": [LLAMA3_PATTERN],
-}
-
-# What a GGUF's own ``tokenizer.ggml.pre`` means by default: transformers' GGUF loader (our reference for ids)
-# does not know "smollm" and applies the plain GPT-2 split, so prompts tokenize exactly as there. The two
-# differ only on whitespace before a digit ("  1"); ``from_gguf(path, pre="smollm")`` gives llama.cpp's split.
-GGUF_PRE_AS_TRANSFORMERS: dict[str, str] = {"smollm": "gpt2"}
-
-# GGUF token types (gguf.TokenType): 3 = CONTROL (special), 4 = USER_DEFINED (added, always matched whole).
-_CONTROL, _USER_DEFINED = 3, 4
 # Tokens that end a turn or a document in the chat formats we know; generation stops on any of them.
 _END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>", "<end_of_turn>")
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table byte -> printable character, so every byte string is spelled as visible text.
-
-    Printable Latin-1 bytes map to themselves; the other 68 bytes (controls, space, ...) map to U+0100.. in order,
-    which is why a leading space shows up as "Ġ" (U+0120) in byte-level vocabularies.
-    """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 def hf_chat_template(directory: Path, tokenizer_config: dict[str, Any]) -> str | None:
@@ -151,11 +108,10 @@ class ByteLevelBPETokenizer:
 
         Args:
             path_or_reader: the .gguf path or an open ``gguf.GGUFReader``.
-            pre: override ``tokenizer.ggml.pre`` (a key of ``PRETOKENIZER_SPLITS``). By default the file's
+            pre: override ``tokenizer.ggml.pre`` (a key of ``rules.PRETOKENIZERS``). By default the file's
                 value, read as transformers reads it (``GGUF_PRE_AS_TRANSFORMERS``).
         """
-        import gguf
-
+        K = gguf.Keys.Tokenizer
         reader = path_or_reader if isinstance(path_or_reader, gguf.GGUFReader) else None
         if reader is None:
             path = expect_format(path_or_reader, "gguf", "ByteLevelBPETokenizer.from_gguf")
@@ -166,39 +122,36 @@ class ByteLevelBPETokenizer:
             f = reader.fields.get(key)
             return default if f is None else f.contents()
 
-        model = field("tokenizer.ggml.model")
+        model = field(K.MODEL)
         if model != "gpt2":
             raise TokenizerError(f"{src}: tokenizer.ggml.model is {model!r}; ByteLevelBPETokenizer needs 'gpt2'")
         if pre is None:
-            pre = field("tokenizer.ggml.pre")
+            pre = field(K.PRE)
             pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre)
         if pre is None:
             log.warning("%s: no tokenizer.ggml.pre; using the GPT-2 split", src)
             pre = "gpt2"
-        if pre not in PRETOKENIZER_SPLITS:
-            raise TokenizerError(
-                f"{src}: tokenizer.ggml.pre {pre!r} is not supported; known: {', '.join(sorted(PRETOKENIZER_SPLITS))}"
-            )
-        tokens = field("tokenizer.ggml.tokens")
-        types = field("tokenizer.ggml.token_type") or [1] * len(tokens)
-        merges = [tuple(m.split(" ", 1)) for m in field("tokenizer.ggml.merges", [])]
-        alphabet = set(bytes_to_unicode().values())
-        # As transformers does: a CONTROL token spelled outside the byte alphabet is a llama.cpp mislabel.
-        specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == _CONTROL and set(t) <= alphabet}
-        added = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == _USER_DEFINED}
+        if pre not in PRETOKENIZERS:
+            known = ", ".join(sorted(PRETOKENIZERS))
+            raise TokenizerError(f"{src}: tokenizer.ggml.pre {pre!r} is not supported; known: {known}")
+        tokens = field(K.LIST)
+        types = field(K.TOKEN_TYPE) or [gguf.TokenType.NORMAL] * len(tokens)
+        merges = [tuple(m.split(" ", 1)) for m in field(K.MERGES, [])]
+        specials, added = gguf_token_kinds(tokens, types)
+        rule = PRETOKENIZERS[pre]
         return cls(
             tokens,
             merges,
             special_tokens=specials,
             added_tokens=added,
-            splits=PRETOKENIZER_SPLITS[pre],
-            bos_id=field("tokenizer.ggml.bos_token_id"),
-            eos_id=field("tokenizer.ggml.eos_token_id"),
-            pad_id=field("tokenizer.ggml.padding_token_id"),
-            unk_id=field("tokenizer.ggml.unknown_token_id"),
-            add_bos=bool(field("tokenizer.ggml.add_bos_token", False)),
-            ignore_merges=pre in ("llama-bpe", "llama3"),
-            chat_template=field("tokenizer.chat_template"),
+            splits=rule.splits,
+            bos_id=field(K.BOS_ID),
+            eos_id=field(K.EOS_ID),
+            pad_id=field(K.PAD_ID),
+            unk_id=field(K.UNK_ID),
+            add_bos=bool(field(K.ADD_BOS, False)),
+            ignore_merges=rule.ignore_merges,
+            chat_template=field(K.CHAT_TEMPLATE),
             name=f"{Path(src).name} ({pre})",
         )
 
@@ -216,7 +169,7 @@ class ByteLevelBPETokenizer:
             raise TokenizerError(f"{path}: model.type is {model.get('type')!r}; ByteLevelBPETokenizer needs 'BPE'")
         if spec.get("normalizer") is not None:
             raise TokenizerError(f"{path}: normalizer {spec['normalizer'].get('type')!r} is not supported (need null)")
-        splits = _hf_splits(spec.get("pre_tokenizer"), path)
+        splits = splits_from_hf(spec.get("pre_tokenizer"), path)
         vocab: dict[str, int] = model["vocab"]
         tokens = [""] * (max(vocab.values()) + 1)
         for t, i in vocab.items():
@@ -318,37 +271,3 @@ class ByteLevelBPETokenizer:
     def decode(self, t: Sequence[int]) -> str:
         """Decode ids to text (special tokens appear as their text; broken UTF-8 becomes U+FFFD)."""
         return b"".join(self.id_to_bytes[i] for i in t).decode("utf-8", errors="replace")
-
-    def token_text(self, i: int | None) -> str | None:
-        """The text of one token id (None for None)."""
-        return None if i is None else self.decode([i])
-
-
-def _hf_splits(pre: dict | None, path: Path) -> list[str]:
-    """tokenizer.json ``pre_tokenizer`` -> our list of split regexes. Only byte-level set-ups are accepted."""
-    kind = (pre or {}).get("type")
-    if kind == "Sequence":
-        steps = pre["pretokenizers"]
-    elif kind in ("ByteLevel", "Split", "Digits"):
-        steps = [pre]
-    else:
-        raise TokenizerError(f"{path}: pre_tokenizer {kind!r} is not byte-level; ByteLevelBPETokenizer cannot use it")
-    splits, byte_level = [], False
-    for step in steps:
-        kind = step.get("type")
-        if kind == "ByteLevel":
-            byte_level = True
-            if step.get("add_prefix_space"):
-                raise TokenizerError(f"{path}: ByteLevel add_prefix_space=true is not supported")
-            if step.get("use_regex", True):
-                splits.append(GPT2_PATTERN)
-        elif kind == "Split" and step.get("behavior") == "Isolated" and not step.get("invert"):
-            pattern = step["pattern"]
-            splits.append(pattern["Regex"] if "Regex" in pattern else re.escape(pattern["String"]))
-        elif kind == "Digits":
-            splits.append(DIGIT_PATTERN if step.get("individual_digits") else r"\p{N}+")
-        else:
-            raise TokenizerError(f"{path}: pre_tokenizer step {step} is not supported")
-    if not byte_level:
-        raise TokenizerError(f"{path}: pre_tokenizer has no ByteLevel step; ByteLevelBPETokenizer cannot use it")
-    return splits
