@@ -1,4 +1,4 @@
-"""Text generation: sampling, the decode loop over a KV cache, Meta's ``Llama`` API, streaming.
+"""Text generation: Meta's ``Llama`` API (build, generate, text/chat completion) and streaming.
 
 The API mirrors Meta's ``llama3/generation.py`` (the original meta-llama/llama3 repo):
 ``Llama.build(...)``, ``generate(prompt_tokens, max_gen_len, ...) -> (tokens, logprobs)``,
@@ -6,14 +6,8 @@ The API mirrors Meta's ``llama3/generation.py`` (the original meta-llama/llama3 
 their import to ``simplellama``. Additions: top-k, a seeded ``torch.Generator``, streaming
 (``stream_text_completion`` / ``stream_chat_completion``), and clear errors instead of asserts.
 
-Decoding (Meta's scheme): all prompts are padded into one (B, total_len) buffer; the first
-forward call runs positions [0, min_prompt_len) (prefill), then one position per call (decode),
-each reusing the KV cache. Rows whose prompt is longer keep their prompt token at a position
-instead of the sampled one, so a batch behaves like each prompt run alone.
-
-Sampling (greedy, temperature, top-k, top-p) is in ``sampling.py`` (its names are re-exported here).
-
-Shapes: B batch, T new tokens in a forward call, V vocabulary.
+The decode loop (prefill, then one token per step over the KV cache) is in ``decode.py``; sampling
+(greedy, temperature, top-k, top-p) in ``sampling.py`` (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -24,15 +18,13 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
-import torch.nn.functional as F
-
 from LogRelay import get_relay
 
 from .chat_format import ChatFormat, ChatTemplate, Dialog, Message
 from .checkpoint import load_for_inference
+from .decode import Batch, check_request, decode_steps
 from .devices import pick_device, pick_dtype
 from .errors import CheckpointError, GenerationError
-from .parallel import broadcast_
 from .sampling import sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
 from .tokenizer import Tokenizer, load_tokenizer, stream_text
 
@@ -70,31 +62,17 @@ class ChatPrediction(TypedDict, total=False):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Batch:
-    """Token buffer of one generate() call: prompts left-aligned in (B, total_len), padding after."""
-
-    def __init__(self, prompts: list[list[int]], total_len: int, device: torch.device, logprobs: bool) -> None:
-        B = len(prompts)
-        self.prompt_lens = [len(p) for p in prompts]
-        self.total_len = total_len
-        # Padding is never fed to the model: a position is filled (prompt or sample) before it is read.
-        self.tokens = torch.zeros((B, total_len), dtype=torch.long, device=device)  # (B, total_len)
-        for i, p in enumerate(prompts):
-            self.tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long, device=device)
-        lens = torch.tensor(self.prompt_lens, device=device)
-        self.is_prompt = torch.arange(total_len, device=device)[None, :] < lens[:, None]  # (B, total_len)
-        self.logprobs = torch.zeros((B, total_len), device=device) if logprobs else None
-        self.done = torch.zeros(B, dtype=torch.bool, device=device)
-
-
 class Llama:
-    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``."""
+    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``,
+    ``.formatter``."""
 
     def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.args = args
-        self.formatter = formatter  # ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout
+        self.formatter = (
+            formatter  # ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout
+        )
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -115,12 +93,15 @@ class Llama:
             ckpt_dir: checkpoint path; None loads the embedded SmolLM2 GGUF.
             tokenizer_path: tokenizer file; None uses the one beside (or inside) the checkpoint.
             max_seq_len: longest prompt + generation served.
-            max_batch_size: most prompts per ``generate`` call (longer lists are split by the completions).
+            max_batch_size: most prompts per ``generate`` call (longer lists are split by the
+            completions).
             device: None -> CUDA if available else CPU.
             dtype: None -> float32 on CPU, bfloat16 (or float16) on CUDA.
             seed: seed of the sampling generator.
-            model_parallel_size: ranks sharing the model (default: the world size under torchrun, else 1);
-                > 1 loads this rank's slice (``checkpoint/sharded.py``). Unknown arguments are errors.
+            model_parallel_size: ranks sharing the model (default: the world size under torchrun,
+            else 1);
+                > 1 loads this rank's slice (``checkpoint/sharded.py``). Unknown arguments are
+                errors.
         """
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
@@ -133,12 +114,16 @@ class Llama:
         tokenizer = load_tokenizer(str(tokenizer_path)) if tokenizer_path else ckpt.tokenizer
         if tokenizer is None:
             raise CheckpointError(
-                f"{path}: no tokenizer found with the checkpoint (tokenizer.model or tokenizer.json): "
+                f"{path}: no tokenizer found with the checkpoint (tokenizer.model or "
+                "tokenizer.json): "
                 "pass tokenizer_path"
             )
-        if tokenizer.n_words > ckpt.args.vocab_size:  # ids past the embedding table would crash mid-generation
+        if (
+            tokenizer.n_words > ckpt.args.vocab_size
+        ):  # ids past the embedding table would crash mid-generation
             raise CheckpointError(
-                f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the model's vocab_size is "
+                f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the "
+                "model's vocab_size is "
                 f"{ckpt.args.vocab_size}: wrong tokenizer for this checkpoint?"
             )
         if ckpt.chat_template:
@@ -147,70 +132,34 @@ class Llama:
             formatter = ChatFormat(tokenizer)
         else:
             formatter = None
-        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, time.perf_counter() - t0)
+        log.info(
+            "loaded %s (%s, %s, %s) in %.1f s",
+            path,
+            ckpt.format,
+            dtype,
+            device,
+            time.perf_counter() - t0,
+        )
         return Llama(model, tokenizer, ckpt.args, formatter, seed=seed)
 
     # ---- the decode loop ----
 
-    def _prepare(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int | None, logprobs: bool) -> _Batch:
-        """Validate a request, size the KV cache from it, and lay the prompts out in a buffer."""
+    def _prepare(
+        self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int | None, logprobs: bool
+    ) -> Batch:
+        """Check a request, size the KV cache from it, and lay the prompts out in a buffer."""
         prompts = [list(p) for p in prompt_tokens]
-        if not prompts:
-            raise GenerationError("generate: no prompts given (prompt_tokens is empty)")
-        for i, p in enumerate(prompts):
-            if not p:
-                raise GenerationError(f"generate: prompt {i} is empty (0 tokens); give at least one token")
-        if len(prompts) > self.args.max_batch_size:
-            raise GenerationError(f"generate: {len(prompts)} prompts exceed max_batch_size={self.args.max_batch_size}")
-        max_prompt = max(len(p) for p in prompts)
-        room = self.args.max_seq_len - max_prompt
-        if room < 0:
-            raise GenerationError(f"prompt of {max_prompt} tokens exceeds max_seq_len={self.args.max_seq_len}")
-        if max_gen_len is None:
-            max_gen_len = room
-        if max_gen_len < 0:
-            raise GenerationError(f"max_gen_len: expected >= 0, found {max_gen_len}")
-        if max_gen_len > room:
-            raise GenerationError(
-                f"prompt ({max_prompt} tokens) + max_gen_len ({max_gen_len}) = {max_prompt + max_gen_len} "
-                f"exceeds max_seq_len={self.args.max_seq_len}"
-            )
-        batch = _Batch(prompts, max_prompt + max_gen_len, self.device, logprobs)
-        self.model.setup_cache(len(prompts), batch.total_len)  # sized from this request; the model logs it
-        return batch
+        total_len = check_request(prompts, max_gen_len, self.args)
+        self.model.setup_cache(
+            len(prompts), total_len
+        )  # sized from this request; the model logs it
+        return Batch(prompts, total_len, self.device, logprobs)
 
-    def _steps(self, batch: _Batch, temperature: float, top_p: float, top_k: int | None) -> Iterator[int]:
-        """Fill ``batch.tokens`` position by position; yields each position once it holds a token."""
-        tokens, min_len = batch.tokens, min(batch.prompt_lens)
-        stop = torch.tensor(sorted(self.tokenizer.stop_tokens), device=self.device)
-        if min_len == batch.total_len:  # nothing to generate: score the prompts (echo + logprobs)
-            if batch.logprobs is not None:
-                logits = self.model(tokens, 0)  # (B, S, V)
-                batch.logprobs[:, 1:] = -F.cross_entropy(
-                    logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none"
-                )
-            return
-        prev_pos, max_len = 0, max(batch.prompt_lens)
-        keep = 0 if batch.logprobs is not None else 1  # logprobs need every position's logits, sampling the last
-        parallel = bool(getattr(self.model, "model_parallel", None))
-        for cur_pos in range(min_len, batch.total_len):
-            logits = self.model(tokens[:, prev_pos:cur_pos], prev_pos, keep)  # (B, T or 1, V): prefill, then T = 1
-            next_token = sample(logits[:, -1], temperature, top_p, top_k, self.generator)  # (B,)
-            if parallel:  # all ranks continue with rank 0's tokens
-                broadcast_(next_token)
-            if cur_pos < max_len:  # rows whose prompt reaches this position keep their prompt token
-                next_token = torch.where(batch.is_prompt[:, cur_pos], tokens[:, cur_pos], next_token)
-            tokens[:, cur_pos] = next_token
-            if batch.logprobs is not None:  # log p(token at t+1 | tokens <= t) for the positions just computed
-                target = tokens[:, prev_pos + 1 : cur_pos + 1]  # (B, T)
-                batch.logprobs[:, prev_pos + 1 : cur_pos + 1] = -F.cross_entropy(
-                    logits.transpose(1, 2), target, reduction="none"
-                )
-            batch.done |= ~batch.is_prompt[:, cur_pos] & torch.isin(next_token, stop)
-            yield cur_pos
-            prev_pos = cur_pos
-            if bool(batch.done.all()):
-                break
+    def _steps(
+        self, batch: Batch, temperature: float, top_p: float, top_k: int | None
+    ) -> Iterator[int]:
+        stop = self.tokenizer.stop_tokens
+        return decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator)
 
     @torch.inference_mode()
     def generate(
@@ -247,7 +196,8 @@ class Llama:
         for i, n in enumerate(batch.prompt_lens):
             start, end = (0 if echo else n), n + max_gen
             toks = all_tokens[i][start:end]
-            # cut at the first stop token among the *generated* ones (an echoed prompt may contain some)
+            # cut at the first stop token among the *generated* ones (an echoed prompt may contain
+            # some)
             cut = next((j for j in range(n - start, len(toks)) if toks[j] in stop), len(toks))
             out_tokens.append(toks[:cut])
             if all_logprobs is not None:
@@ -263,7 +213,8 @@ class Llama:
         top_p: float = 0.9,
         top_k: int | None = None,
     ) -> Iterator[int]:
-        """Yield the new token ids of one prompt as they are produced (the stop token is not yielded)."""
+        """Yield the new token ids of one prompt as they are produced (the stop token is not
+        yielded)."""
         batch = self._prepare([prompt_tokens], max_gen_len, logprobs=False)
         stop = set(self.tokenizer.stop_tokens)
         for pos in self._steps(batch, temperature, top_p, top_k):
@@ -276,23 +227,33 @@ class Llama:
     # ---- text and chat ----
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the tokenizer
+        """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the
+        tokenizer
         says it adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g. SmolLM2)."""
-        return self.tokenizer.encode(prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False)
+        return self.tokenizer.encode(
+            prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False
+        )
 
     def encode_dialog(self, dialog: Dialog) -> list[int]:
-        """Token ids of a dialog laid out by the model's chat format, ending with the assistant header."""
+        """Token ids of a dialog laid out by the model's chat format, ending with the assistant
+        header."""
         if self.formatter is None:
-            raise GenerationError("this checkpoint has neither a chat template nor a Llama 3 tokenizer: use generate")
+            raise GenerationError(
+                "this checkpoint has neither a chat template nor a Llama 3 tokenizer: use generate"
+            )
         if not dialog:
             raise GenerationError("chat: the dialog is empty; give at least one message")
         return self.formatter.encode_dialog_prompt(dialog)
 
-    def _batched(self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False):
+    def _batched(
+        self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False
+    ):
         """generate() over chunks of max_batch_size prompts."""
         toks, lps, step = [], [], self.args.max_batch_size
         for i in range(0, len(prompts), step):
-            t, lp = self.generate(prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo)
+            t, lp = self.generate(
+                prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo
+            )
             toks += t
             lps += lp or [None] * len(t)
         return toks, lps
@@ -307,7 +268,8 @@ class Llama:
         echo: bool = False,
         top_k: int | None = None,
     ) -> list[CompletionPrediction]:
-        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs`` if asked)."""
+        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs`` if
+        asked)."""
         ids = [self.encode_prompt(p) for p in prompts]
         toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, echo)
         return self._predictions(toks, lps, logprobs, lambda text: text)
@@ -324,10 +286,13 @@ class Llama:
         """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str}}]``."""
         ids = [self.encode_dialog(d) for d in dialogs]
         toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs)
-        return self._predictions(toks, lps, logprobs, lambda text: {"role": "assistant", "content": text})
+        return self._predictions(
+            toks, lps, logprobs, lambda text: {"role": "assistant", "content": text}
+        )
 
     def _predictions(self, toks, lps, logprobs: bool, generation) -> list:
-        """Meta's result dicts: ``{"generation": generation(text)}``, plus ``tokens``/``logprobs`` if asked."""
+        """Meta's result dicts: ``{"generation": generation(text)}``, plus ``tokens``/``logprobs``
+        if asked."""
         out = []
         for t, lp in zip(toks, lps):
             pred = {"generation": generation(self.tokenizer.decode(t))}
@@ -351,7 +316,9 @@ class Llama:
     ) -> Iterator[str]:
         """Continue one text prompt, yielding text pieces as tokens are produced."""
         ids = self.encode_prompt(prompt)
-        return self.stream_tokens_as_text(self.generate_stream(ids, max_gen_len, temperature, top_p, top_k))
+        return self.stream_tokens_as_text(
+            self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
+        )
 
     def stream_chat_completion(
         self,
@@ -363,4 +330,6 @@ class Llama:
     ) -> Iterator[str]:
         """Answer one dialog, yielding text pieces of the assistant's reply as they are produced."""
         ids = self.encode_dialog(dialog)
-        return self.stream_tokens_as_text(self.generate_stream(ids, max_gen_len, temperature, top_p, top_k))
+        return self.stream_tokens_as_text(
+            self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
+        )
