@@ -32,6 +32,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format .
@@ -41,7 +42,7 @@ lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 bench: setup
-	$(BIN)/simplellama bench
+	$(BIN)/python -m benchmarks.compare_transformers
 	$(BIN)/python -m tinytorch.bench
 
 # Strip outputs from every notebook (outputs are never committed).

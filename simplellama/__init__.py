@@ -1,7 +1,8 @@
 """SimpleLlama: Llama 3.x from first principles, readable PyTorch that loads real checkpoints.
 
 The model core is flat, one file per notebook concept: config, norm, rope, attention, ffn, kv_cache,
-model. Around it: tokenizer/ and checkpoint/ (packages), chat_format, sampling, generation (``Llama``),
+model. Around it: tokenizer/ and checkpoint/ (packages), chat_format, sampling, generation
+(``Llama``),
 parallel (tensor parallelism), devices, errors, cli. ``from simplellama import Llama`` loads only
 what that name needs (names are resolved on first use, so ``simplellama --version`` stays instant).
 """
@@ -18,17 +19,18 @@ _EXPORTS = {
     "apply_rotary_emb": "rope", "hf_to_meta_qk": "rope", "meta_to_hf_qk": "rope",
     "precompute_freqs_cis": "rope", "rope_frequencies": "rope",
     "Transformer": "model", "TransformerBlock": "model",
-    "Tokenizer": "tokenizer", "SentencePieceTokenizer": "tokenizer", "ByteLevelBPETokenizer": "tokenizer",
-    "load_tokenizer": "tokenizer",
+    "Tokenizer": "tokenizer", "SentencePieceTokenizer": "tokenizer",
+    "ByteLevelBPETokenizer": "tokenizer", "load_tokenizer": "tokenizer",
     "ChatFormat": "chat_format", "ChatFormatError": "chat_format", "ChatTemplate": "chat_format",
     "UnsafeTemplateError": "chat_format", "Dialog": "chat_format",
     "Checkpoint": "checkpoint", "convert": "checkpoint", "default_model_path": "checkpoint",
     "detect_format": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "read_header": "checkpoint", "save_hf": "checkpoint", "save_meta": "checkpoint",
     "parallelize": "checkpoint.sharded", "Llama": "generation",
-    "SimpleLlamaError": "errors", "ModelArgsError": "errors", "RopeError": "errors", "KVCacheError": "errors",
-    "ModelError": "errors", "TokenizerError": "errors", "CheckpointError": "errors", "ParallelError": "errors",
-    "DeviceError": "errors", "GenerationError": "errors",
+    "SimpleLlamaError": "errors", "ModelArgsError": "errors", "RopeError": "errors",
+    "KVCacheError": "errors", "ModelError": "errors", "TokenizerError": "errors",
+    "CheckpointError": "errors", "ParallelError": "errors", "DeviceError": "errors",
+    "GenerationError": "errors",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

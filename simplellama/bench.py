@@ -4,7 +4,8 @@ For each dtype one worker subprocess (so peak RSS is its own) loads the embedded
 measures: load time (file -> model ready), prefill tok/s (one forward over a P-token prompt, filling
 the KV cache), decode tok/s (N greedy one-token steps reusing the cache) and peak RSS. Every forward
 computes the logits of the last position only, as generation does. Timings are medians over
-``--repeat`` runs (options: ``cli.add_bench_arguments``). ``benchmarks/compare_transformers.py`` runs
+``--repeat`` runs (options: ``cli.add_bench_arguments``). ``benchmarks/compare_transformers.py``
+runs
 the same loop on transformers beside it (``make bench``), reusing ``measure``.
 """
 
@@ -30,10 +31,12 @@ from .tokenizer import load_tokenizer
 __all__ = ["prompt_ids", "load_simplellama", "measure", "spawn", "format_table", "run"]
 
 PROMPT_TEXT = (
-    "The history of the Roman Empire spans many centuries, from the founding of the city of Rome to the "
-    "fall of Constantinople. Historians divide it into periods: the Kingdom, the Republic and the Empire. "
+    "The history of the Roman Empire spans many centuries, from the founding of the city of "
+    "Rome to the fall of Constantinople. Historians divide it into periods: the Kingdom, the "
+    "Republic and the Empire. "
 )
-# forward(ids (1, T), position, past) -> (logits (1, 1, V), past); setup(batch, seq_len) sizes a cache
+# forward(ids (1, T), position, past) -> (logits (1, 1, V), past); setup(batch, seq_len) sizes a
+# cache
 Forward = Callable[[torch.Tensor, int, Any], tuple[torch.Tensor, Any]]
 
 
@@ -58,7 +61,12 @@ def load_simplellama(dtype: torch.dtype) -> tuple[Forward, Callable[[int, int], 
 
 @torch.inference_mode()
 def measure(
-    side: str, dtype: str, loaded: tuple[Forward, Callable, float], ids: Sequence[int], new_tokens: int, repeat: int
+    side: str,
+    dtype: str,
+    loaded: tuple[Forward, Callable, float],
+    ids: Sequence[int],
+    new_tokens: int,
+    repeat: int,
 ) -> dict[str, Any]:
     """Time prefill and greedy decode of one loaded side; returns a dict of numbers."""
     forward, setup, load_s = loaded
@@ -92,7 +100,9 @@ def measure(
     }
 
 
-def spawn(module: str, side: str, dtype: str, ids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+def spawn(
+    module: str, side: str, dtype: str, ids: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
     """Run ``python -m module --worker side`` for one dtype in a fresh process; its JSON result."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", *module.split(), "--worker", side, "--dtypes", dtype,
@@ -126,7 +136,10 @@ def format_table(results: list[dict[str, Any]], sides: Sequence[str]) -> str:
                 row.append(f"{a[key] / b[key]:.2f}" if a and b and b[key] else "-")
             rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -150,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     ids = prompt_ids(args.prompt_tokens)
     results = [spawn("simplellama bench", "simplellama", d, ids, args) for d in args.dtypes]
     print(
-        f"embedded SmolLM2-135M, prompt {args.prompt_tokens} tokens, {args.new_tokens} greedy new tokens, "
+        f"embedded SmolLM2-135M, prompt {args.prompt_tokens} tokens, "
+        f"{args.new_tokens} greedy new tokens, "
         f"{args.threads} threads, median of {args.repeat}; KV cache, last-position logits only"
     )
     print(format_table(results, ["simplellama"]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import torch
-
 from LogRelay import get_relay
 
 from .errors import DeviceError
@@ -31,12 +30,15 @@ DTYPES = {
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU; ``cuda`` under torchrun: ``cuda:LOCAL_RANK``."""
+    """``device`` as given, else CUDA when available, else CPU; ``cuda`` under torchrun:
+    ``cuda:LOCAL_RANK``."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {str(device)!r} requested but torch.cuda.is_available() is False")
+        raise DeviceError(
+            f"device {str(device)!r} requested but torch.cuda.is_available() is False"
+        )
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device

@@ -26,7 +26,8 @@ class SimpleLlamaError(ValueError):
 
 
 class ModelArgsError(SimpleLlamaError):
-    """A model configuration (``ModelArgs``, params.json) is invalid; names the field and the file."""
+    """A model configuration (``ModelArgs``, params.json) is invalid; names the field and the
+    file."""
 
 
 class RopeError(SimpleLlamaError):

@@ -4,12 +4,17 @@ Megatron-LM (Shoeybi et al. 2019, section 3) splits each weight matrix so that e
 holds 1/W of it and the ranks exchange only activations. Meta's reference code does the same with
 fairscale's layers (``llama_models/llama3/model.py``); this file holds the four layer types::
 
-    ColumnParallelLinear  y = x W^T, W split by rows (output features):  rank r computes y[..., its slice]
-                          (wq, wk, wv, w1, w3: the slices stay local; output: all-gathered to full logits)
+    ColumnParallelLinear  y = x W^T, W split by rows (output features):  rank r computes y[..., its
+    slice]
+                          (wq, wk, wv, w1, w3: the slices stay local; output: all-gathered to full
+                          logits)
     RowParallelLinear     W split by columns (input features): rank r turns its slice of x into a
-                          partial y; an all-reduce (sum) gives every rank the full y          (wo, w2)
-    VocabParallelEmbedding  table split by token ids: a rank looks up the ids it owns, zeros the rest,
-                          all-reduce sums the rows                           (tok_embeddings, Llama 3)
+                          partial y; an all-reduce (sum) gives every rank the full y          (wo,
+                          w2)
+    VocabParallelEmbedding  table split by token ids: a rank looks up the ids it owns, zeros the
+    rest,
+                          all-reduce sums the rows                           (tok_embeddings, Llama
+                          3)
     ParallelEmbedding     table split by embedding features, all-gathered      (Llama 2 checkpoints)
 
 Why this pairing needs only two collectives per layer: attention heads are independent, so rank r
@@ -24,7 +29,8 @@ Which slice of each weight a rank owns (``rank_range``), swapping a model's laye
 beside the one table of shard dimensions (``checkpoint/keys.py``).
 
 Inference only: the collectives are plain ``torch.distributed`` calls without autograd rules.
-Shapes: B batch, T tokens, D model dim, H/K query/kv heads, Dh head dim, F ffn dim, V vocab, W ranks.
+Shapes: B batch, T tokens, D model dim, H/K query/kv heads, Dh head dim, F ffn dim, V vocab, W
+ranks.
 """
 
 from __future__ import annotations
@@ -38,9 +44,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-
 from LogRelay import get_relay
+from torch import nn
 
 from .devices import pick_device
 from .errors import ParallelError
@@ -82,7 +87,8 @@ def is_main_rank() -> bool:
 
 
 def resolve_model_parallel_size(model_parallel_size: int | None = None) -> int:
-    """``model_parallel_size`` or, when None, the process group's / torchrun's world size (1 otherwise)."""
+    """``model_parallel_size`` or, when None, the process group's / torchrun's world size (1
+    otherwise)."""
     if model_parallel_size is not None:
         return model_parallel_size
     if dist.is_available() and dist.is_initialized():
@@ -91,9 +97,12 @@ def resolve_model_parallel_size(model_parallel_size: int | None = None) -> int:
 
 
 def init_distributed(
-    model_parallel_size: int | None = None, device: str | torch.device | None = None, timeout_s: float = 1800.0
+    model_parallel_size: int | None = None,
+    device: str | torch.device | None = None,
+    timeout_s: float = 1800.0,
 ) -> tuple[int, int]:
-    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...); (W, rank).
+    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...); (W,
+    rank).
 
     ``model_parallel_size`` None means the world size under torchrun and 1 otherwise. Backend: nccl
     for CUDA devices, gloo otherwise. One process never touches ``torch.distributed``.
@@ -101,22 +110,33 @@ def init_distributed(
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     want = resolve_model_parallel_size(model_parallel_size)
     if isinstance(want, bool) or not isinstance(want, int) or want < 1:
-        raise ParallelError(f"model_parallel_size: expected a positive integer, found {model_parallel_size!r}")
+        raise ParallelError(
+            f"model_parallel_size: expected a positive integer, found {model_parallel_size!r}"
+        )
     if not (dist.is_available() and dist.is_initialized()) and want > 1:
         if env_world != want or "MASTER_ADDR" not in os.environ:
             raise ParallelError(
-                f"model_parallel_size={want} needs {want} processes but WORLD_SIZE={env_world}: launch with "
-                f"torchrun --nproc-per-node {want} ... (or use model_parallel_size=1 to merge the shards)"
+                f"model_parallel_size={want} needs {want} processes but WORLD_SIZE={env_world}: "
+                "launch with "
+                f"torchrun --nproc-per-node {want} ... (or use model_parallel_size=1 to merge the "
+                "shards)"
             )
         cuda = pick_device(device).type == "cuda"
         backend = "nccl" if cuda else "gloo"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-        log.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
+        log.info(
+            "rank %d of %d joined the %s process group",
+            dist.get_rank(),
+            dist.get_world_size(),
+            backend,
+        )
     world, rank = world_info()
     if want != world:
-        raise ParallelError(f"model_parallel_size={want} but the process group has {world} ranks (WORLD_SIZE)")
+        raise ParallelError(
+            f"model_parallel_size={want} but the process group has {world} ranks (WORLD_SIZE)"
+        )
     return world, rank
 
 
@@ -124,7 +144,8 @@ def shutdown_distributed(exit_code: int | None = None) -> None:
     """Leave the process group (all ranks wait for each other first); no-op without one.
 
     With ``exit_code`` (non-zero: no barrier), a rank that was in a group then ends the process with
-    ``os._exit`` after flushing stdout/stderr: with gloo (torch 2.13) the normal interpreter exit sometimes aborts in a
+    ``os._exit`` after flushing stdout/stderr: with gloo (torch 2.13) the normal interpreter exit
+    sometimes aborts in a
     background thread ("terminate called without an active exception", exit -6), which torchrun
     reports as a failed rank.
     """
@@ -149,7 +170,8 @@ def broadcast_object(obj: Any = None, src: int = 0) -> Any:
 
 
 def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite ``t`` on every rank with rank ``src``'s values (e.g. sampled tokens, so ranks never diverge)."""
+    """Overwrite ``t`` on every rank with rank ``src``'s values (e.g. sampled tokens, so ranks never
+    diverge)."""
     if world_info()[0] > 1:
         dist.broadcast(t, src=src)
     return t
@@ -173,7 +195,8 @@ def shared_items(items: Iterable[Any]) -> Iterator[Any]:
 
 
 def join_torchrun(device: str | torch.device | None = None) -> int:
-    """For the command line: under torchrun join the process group; ranks > 0 stop printing. Returns W."""
+    """For the command line: under torchrun join the process group; ranks > 0 stop printing. Returns
+    W."""
     if resolve_model_parallel_size() == 1:
         return 1
     world, rank = init_distributed(None, device)
@@ -201,12 +224,14 @@ def _all_reduce(x: torch.Tensor) -> torch.Tensor:
 
 
 def _param(w: torch.Tensor) -> nn.Parameter:
-    """``w`` as a frozen parameter; an existing parameter is kept as is (tied weights stay one object)."""
+    """``w`` as a frozen parameter; an existing parameter is kept as is (tied weights stay one
+    object)."""
     return w if isinstance(w, nn.Parameter) else nn.Parameter(w, requires_grad=False)
 
 
 class ColumnParallelLinear(nn.Linear):
-    """This rank's rows of a (out, in) weight: x (..., in) -> y (..., out_local), or (..., out) if gathered."""
+    """This rank's rows of a (out, in) weight: x (..., in) -> y (..., out_local), or (..., out) if
+    gathered."""
 
     def __init__(self, weight: torch.Tensor, gather_output: bool = False) -> None:
         super().__init__(weight.shape[1], weight.shape[0], bias=False, device="meta")
@@ -215,11 +240,14 @@ class ColumnParallelLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight)  # (..., out/W)
-        return _all_gather_last(y) if self.gather_output and world_info()[0] > 1 else y  # (..., out)
+        return (
+            _all_gather_last(y) if self.gather_output and world_info()[0] > 1 else y
+        )  # (..., out)
 
 
 class RowParallelLinear(nn.Linear):
-    """This rank's columns of a (out, in) weight: its input slice x (..., in/W) -> full y (..., out), summed."""
+    """This rank's columns of a (out, in) weight: its input slice x (..., in/W) -> full y (...,
+    out), summed."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__(weight.shape[1], weight.shape[0], bias=False, device="meta")
@@ -231,7 +259,8 @@ class RowParallelLinear(nn.Linear):
 
 
 class VocabParallelEmbedding(nn.Embedding):
-    """Rows ``vocab_start .. vocab_start + V/W - 1`` of the (V, D) table; lookups summed over the ranks."""
+    """Rows ``vocab_start .. vocab_start + V/W - 1`` of the (V, D) table; lookups summed over the
+    ranks."""
 
     def __init__(self, weight: torch.Tensor, vocab_start: int) -> None:
         super().__init__(weight.shape[0], weight.shape[1], device="meta")
@@ -247,7 +276,8 @@ class VocabParallelEmbedding(nn.Embedding):
 
 
 class ParallelEmbedding(nn.Embedding):
-    """Columns (embedding features) of the (V, D) table, all-gathered: Llama 2's ``ParallelEmbedding``."""
+    """Columns (embedding features) of the (V, D) table, all-gathered: Llama 2's
+    ``ParallelEmbedding``."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__(weight.shape[0], weight.shape[1], device="meta")

@@ -1,11 +1,15 @@
 """Checkpoints: one entry point for Meta dirs, Hugging Face dirs and GGUF files.
 
-Every format is translated once, into Meta's parameter names (the names ``Transformer`` uses), by the
+Every format is translated once, into Meta's parameter names (the names ``Transformer`` uses), by
+the
 table in ``keys.py``, so ``model.load_state_dict(ckpt.state_dict, strict=True)`` works for all::
 
-    ckpt = load_checkpoint("Llama3.2-1B")       # Meta dir: params.json + consolidated.NN.pth  (meta.py)
-    ckpt = load_checkpoint("Llama-3.2-1B-hf")   # HF dir: config.json + *.safetensors          (hf.py)
-    ckpt = load_checkpoint("model.Q4_1.gguf")   # GGUF file                                    (gguf.py)
+    ckpt = load_checkpoint("Llama3.2-1B")       # Meta dir: params.json + consolidated.NN.pth
+    (meta.py)
+    ckpt = load_checkpoint("Llama-3.2-1B-hf")   # HF dir: config.json + *.safetensors
+    (hf.py)
+    ckpt = load_checkpoint("model.Q4_1.gguf")   # GGUF file
+    (gguf.py)
     model, args = load_model()                  # the embedded SmolLM2-135M GGUF
 
 ``common.py`` holds what the formats share; ``sharded.py`` loads one rank's slice for tensor
@@ -19,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from LogRelay import get_relay
 
 from ..assets import default_model_path
@@ -71,7 +74,8 @@ log = get_relay("simplellama.checkpoint")
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``"meta"`` (params.json + consolidated.*.pth), ``"hf"`` (config.json + *.safetensors) or ``"gguf"``."""
+    """``"meta"`` (params.json + consolidated.*.pth), ``"hf"`` (config.json + *.safetensors) or
+    ``"gguf"``."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory")
@@ -83,7 +87,9 @@ def detect_format(path: str | os.PathLike) -> str:
         found = f"a file starting {head[:4]!r}"
         if head.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
             found = "an HTML page (an expired download link?)"
-        raise CheckpointError(f"{p}: expected a GGUF file (magic b'GGUF') or a checkpoint directory, found {found}")
+        raise CheckpointError(
+            f"{p}: expected a GGUF file (magic b'GGUF') or a checkpoint directory, found {found}"
+        )
     names = sorted(x.name for x in p.iterdir())
     shards = any(SHARD_FILE.fullmatch(n) for n in names)
     if "params.json" in names and shards:
@@ -93,9 +99,13 @@ def detect_format(path: str | os.PathLike) -> str:
     if "params.json" in names:
         raise CheckpointError(f"{p}: found params.json but no consolidated.NN.pth weight files")
     if shards:
-        raise CheckpointError(f"{p}: found consolidated.*.pth but no params.json (Meta checkpoints need both)")
+        raise CheckpointError(
+            f"{p}: found consolidated.*.pth but no params.json (Meta checkpoints need both)"
+        )
     if "config.json" in names:
-        raise CheckpointError(f"{p}: found config.json but no *.safetensors weights (.bin is not supported)")
+        raise CheckpointError(
+            f"{p}: found config.json but no *.safetensors weights (.bin is not supported)"
+        )
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") or "nothing"
     raise CheckpointError(
         f"{p}: not a checkpoint: expected params.json + consolidated.NN.pth (Meta), config.json + "
@@ -117,7 +127,8 @@ def load_checkpoint(
         path: Meta/HF directory or GGUF file; None -> the embedded default model.
         dtype: cast weights to this dtype (default: keep the stored dtype; GGUF -> float32).
         with_tokenizer: also load the tokenizer stored with the weights.
-        tokenizer_files: for GGUF, also build HF tokenizer.json content (``Checkpoint.tokenizer_json``).
+        tokenizer_files: for GGUF, also build HF tokenizer.json content
+        (``Checkpoint.tokenizer_json``).
         **overrides: ``ModelArgs`` fields that win over the checkpoint's (e.g. ``max_seq_len``).
     """
     path = default_model_path() if path is None else Path(path)
@@ -163,10 +174,12 @@ def load_for_inference(
     with_tokenizer: bool = True,
     **overrides: Any,
 ) -> tuple[Checkpoint, Transformer]:
-    """(checkpoint, model on ``device``): what ``Llama.build`` needs, in one or in each of W processes.
+    """(checkpoint, model on ``device``): what ``Llama.build`` needs, in one or in each of W
+    processes.
 
     The model is built on the ``meta`` device (no memory) and the loaded tensors become its
-    parameters, so there is no second copy of the weights. ``model_parallel_size`` (default: the world
+    parameters, so there is no second copy of the weights. ``model_parallel_size`` (default: the
+    world
     size under torchrun, else 1) > 1 gives this rank's slice (``sharded.py``); the checkpoint then
     carries args, tokenizer and chat template, and an empty ``state_dict``.
     """
@@ -199,15 +212,22 @@ def load_model(
 
     Under torchrun with ``model_parallel_size`` > 1, ``forward`` returns full logits on every rank.
     """
-    ckpt, model = load_for_inference(path, device, dtype, model_parallel_size, False, **arg_overrides)
+    ckpt, model = load_for_inference(
+        path, device, dtype, model_parallel_size, False, **arg_overrides
+    )
     return model, ckpt.args
 
 
 def convert(
-    src: str | os.PathLike | None, dst: str | os.PathLike, to: str = "meta", dtype: torch.dtype | None = None
+    src: str | os.PathLike | None,
+    dst: str | os.PathLike,
+    to: str = "meta",
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Convert any readable checkpoint (Meta, HF, GGUF) to ``to`` = ``"meta"`` or ``"hf"``."""
     if to not in ("meta", "hf"):
-        raise CheckpointError(f"convert: to: expected 'meta' or 'hf', found {to!r} (GGUF is input only)")
+        raise CheckpointError(
+            f"convert: to: expected 'meta' or 'hf', found {to!r} (GGUF is input only)"
+        )
     ckpt = load_checkpoint(src, dtype=dtype, with_tokenizer=False, tokenizer_files=True)
     return save_meta(ckpt, dst) if to == "meta" else save_hf(ckpt, dst)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from LogRelay import get_relay
 
 from ..config import ModelArgs
@@ -41,7 +40,8 @@ log = get_relay("simplellama.checkpoint")
 class Checkpoint:
     """A loaded checkpoint: architecture, weights in Meta names, tokenizer and chat template.
 
-    ``tokenizer_json``/``tokenizer_config`` hold Hugging Face ``tokenizer.json``/``tokenizer_config.json``
+    ``tokenizer_json``/``tokenizer_config`` hold Hugging Face
+    ``tokenizer.json``/``tokenizer_config.json``
     content (read from an HF dir or built from GGUF metadata) and ``tokenizer_model`` the path of a
     ``tokenizer.model`` file, so the writers can carry the tokenizer to another format.
     """
@@ -57,23 +57,33 @@ class Checkpoint:
     tokenizer_model: Path | None = None
 
 
-def check_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs, source: str) -> dict[str, torch.Tensor]:
-    """Check keys and shapes against ``args``; a missing ``output.weight`` is tied to the embedding."""
+def check_state_dict(
+    sd: dict[str, torch.Tensor], args: ModelArgs, source: str
+) -> dict[str, torch.Tensor]:
+    """Check keys and shapes against ``args``; a missing ``output.weight`` is tied to the
+    embedding."""
     shapes = expected_shapes(args)
     if "output.weight" not in sd and "tok_embeddings.weight" in sd:
-        log.info("%s: no output.weight: tying it to tok_embeddings.weight (tied embeddings)", source)
+        log.info(
+            "%s: no output.weight: tying it to tok_embeddings.weight (tied embeddings)", source
+        )
         sd["output.weight"] = sd["tok_embeddings.weight"]
         args.tie_word_embeddings = True
     unknown = sorted(set(sd) - set(shapes))
     if unknown:
-        raise CheckpointError(f"{source}: unexpected key {unknown[0]!r} ({len(unknown)} unknown keys in all)")
+        raise CheckpointError(
+            f"{source}: unexpected key {unknown[0]!r} ({len(unknown)} unknown keys in all)"
+        )
     missing = [k for k in shapes if k not in sd]
     if missing:
-        raise CheckpointError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing keys in all)")
+        raise CheckpointError(
+            f"{source}: missing key {missing[0]!r} ({len(missing)} missing keys in all)"
+        )
     for k, shape in shapes.items():
         if tuple(sd[k].shape) != shape:
             raise CheckpointError(
-                f"{source}: {k}: expected shape {shape} (from the config), found {tuple(sd[k].shape)}"
+                f"{source}: {k}: expected shape {shape} (from the config), found "
+                f"{tuple(sd[k].shape)}"
             )
     return sd
 
@@ -86,7 +96,8 @@ def log_ram_estimate(source: str, n_bytes: int) -> None:
         avail = None
     if avail is not None and n_bytes > avail:
         log.warning(
-            "%s: weights need about %.2f GB of RAM but only %.2f GB are free; the OS may kill the process",
+            "%s: weights need about %.2f GB of RAM but only %.2f GB are free; the OS may kill the "
+            "process",
             source,
             n_bytes / 1e9,
             avail / 1e9,
@@ -112,7 +123,8 @@ def find_tokenizer_files(ckpt: Checkpoint) -> None:
 
 
 def tokenizer_for(ckpt: Checkpoint) -> Any:
-    """The tokenizer the checkpoint carries: GGUF metadata, else tokenizer.model, else tokenizer.json."""
+    """The tokenizer the checkpoint carries: GGUF metadata, else tokenizer.model, else
+    tokenizer.json."""
     if ckpt.format == "gguf":
         return ByteLevelBPETokenizer.from_gguf(str(ckpt.path))
     if ckpt.tokenizer_model is not None or ckpt.tokenizer_json is not None:
@@ -143,7 +155,8 @@ def atomic_dir(dst: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_tokenizer_files(ckpt: Checkpoint, dst: Path, model_name: str = "tokenizer.model") -> None:
-    """Copy/write the checkpoint's tokenizer: ``tokenizer.model`` and/or HF ``tokenizer.json`` + config."""
+    """Copy/write the checkpoint's tokenizer: ``tokenizer.model`` and/or HF ``tokenizer.json`` +
+    config."""
     if ckpt.tokenizer_model is not None:
         (dst / model_name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ckpt.tokenizer_model, dst / model_name)
@@ -161,20 +174,30 @@ def write_tokenizer_files(ckpt: Checkpoint, dst: Path, model_name: str = "tokeni
 # ---- the model ----
 
 
-def model_from_state_dict(cls: type, args: ModelArgs, sd: dict[str, torch.Tensor], device: str | torch.device) -> Any:
-    """``cls(args)`` built on the meta device (no memory) whose parameters *are* ``sd``'s tensors."""
+def model_from_state_dict(
+    cls: type, args: ModelArgs, sd: dict[str, torch.Tensor], device: str | torch.device
+) -> Any:
+    """``cls(args)`` built on the meta device (no memory) whose parameters *are* ``sd``'s
+    tensors."""
     weight = sd.get("tok_embeddings.weight")
     dtype = None if weight is None else weight.dtype  # float64 weights get a float64 RoPE table
     return assign_weights(cls(args, device="meta", dtype=dtype), args, sd, device)
 
 
-def assign_weights(model: Any, args: ModelArgs, sd: dict[str, torch.Tensor], device: str | torch.device) -> Any:
-    """Make ``sd``'s tensors the parameters of ``model`` (built on the meta device), re-tie, move to ``device``."""
+def assign_weights(
+    model: Any, args: ModelArgs, sd: dict[str, torch.Tensor], device: str | torch.device
+) -> Any:
+    """Make ``sd``'s tensors the parameters of ``model`` (built on the meta device), re-tie, move to
+    ``device``."""
     model.load_state_dict(sd, strict=True, assign=True)
     if args.tie_word_embeddings:
-        model.output.weight = model.tok_embeddings.weight  # one parameter, as in the model's own __init__
+        model.output.weight = (
+            model.tok_embeddings.weight
+        )  # one parameter, as in the model's own __init__
     model = model.to(device)
     meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if meta:
-        raise CheckpointError(f"{type(model).__name__}: {meta[0]} is still on the meta device after loading")
+        raise CheckpointError(
+            f"{type(model).__name__}: {meta[0]} is still on the meta device after loading"
+        )
     return model.eval()

@@ -1,13 +1,17 @@
-"""GGUF files (llama.cpp): metadata -> ``ModelArgs``, (quantized) tensors -> Meta-named float tensors.
+"""GGUF files (llama.cpp): metadata -> ``ModelArgs``, (quantized) tensors -> Meta-named float
+tensors.
 
 Facts this loader relies on (checked by tests against transformers' own GGUF loader):
 
 * ``llama.*`` metadata keys describe the architecture (``embedding_length``, ``block_count``, ...).
-* GGUF lists dimensions fastest-first: a weight with ``tensor.shape == [D, F]`` is an (F, D) matrix in
+* GGUF lists dimensions fastest-first: a weight with ``tensor.shape == [D, F]`` is an (F, D) matrix
+in
   torch's row-major order. ``gguf.quants.dequantize`` returns the row-major array.
-* llama.cpp's ``convert_hf_to_gguf.py`` permutes HF's q/k rows back to Meta's interleaved order, so GGUF
+* llama.cpp's ``convert_hf_to_gguf.py`` permutes HF's q/k rows back to Meta's interleaved order, so
+GGUF
   q/k rows are already in the order our model uses (transformers un-permutes them on load).
-* Quantized blocks (Q4_0, Q4_1, Q8_0, K-quants, ...) are dequantized with ``gguf.quants.dequantize``.
+* Quantized blocks (Q4_0, Q4_1, Q8_0, K-quants, ...) are dequantized with
+``gguf.quants.dequantize``.
 """
 
 from __future__ import annotations
@@ -23,20 +27,30 @@ from typing import Any
 import gguf
 import numpy as np
 import torch
-from gguf import GGUFValueType, Keys, TokenType
-from gguf import quants
-
+from gguf import GGUFValueType, Keys, TokenType, quants
 from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError
 from ..rope import apply_llama3_scaling
 from ..tokenizer import ByteLevelBPETokenizer
-from ..tokenizer.rules import GGUF_PRE_AS_TRANSFORMERS, PRETOKENIZERS, gguf_token_kinds, hf_pre_tokenizer
+from ..tokenizer.rules import (
+    GGUF_PRE_AS_TRANSFORMERS,
+    PRETOKENIZERS,
+    gguf_token_kinds,
+    hf_pre_tokenizer,
+)
 from .common import Checkpoint, check_state_dict, log_ram_estimate
 from .keys import ROPE_FREQS_GGUF, TOP_WEIGHTS, gguf_to_meta_name
 
-__all__ = ["FastGGUFReader", "gguf_metadata", "gguf_args", "load_gguf", "read_gguf_header", "gguf_tokenizer_files"]
+__all__ = [
+    "FastGGUFReader",
+    "gguf_metadata",
+    "gguf_args",
+    "load_gguf",
+    "read_gguf_header",
+    "gguf_tokenizer_files",
+]
 
 log = get_relay("simplellama.checkpoint")
 
@@ -46,9 +60,11 @@ _DEQUANT_CHUNK = 1 << 22  # values dequantized per step (16 MiB of float32)
 class FastGGUFReader(gguf.GGUFReader):
     """``gguf.GGUFReader`` with a faster parse of metadata arrays.
 
-    The stock reader calls ``_get`` (several numpy calls) for every element of an array field: parsing
+    The stock reader calls ``_get`` (several numpy calls) for every element of an array field:
+    parsing
     the 49152 tokens + 48900 merges of a Llama 3 style vocabulary takes seconds. This subclass walks
-    little-endian arrays with ``struct`` and slices the memory map once per element, producing the same
+    little-endian arrays with ``struct`` and slices the memory map once per element, producing the
+    same
     ``ReaderField`` parts (tests compare every field with the stock reader; it overrides a private
     method, so pyproject.toml pins gguf). Big-endian files and nested arrays take the stock path.
     """
@@ -61,8 +77,14 @@ class FastGGUFReader(gguf.GGUFReader):
         scalar = self.gguf_scalar_to_np.get(V(item_type))
         if item_type != V.STRING and scalar is None:  # nested arrays
             return super()._get_field_parts(orig_offs, raw_type)
-        parts: list[np.ndarray] = [self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)]
-        offs, data = orig_offs + 12, self.data.view(np.ndarray)  # plain views: memmap slices are slow
+        parts: list[np.ndarray] = [
+            self._get(orig_offs, np.uint32),
+            self._get(orig_offs + 4, np.uint64),
+        ]
+        offs, data = (
+            orig_offs + 12,
+            self.data.view(np.ndarray),
+        )  # plain views: memmap slices are slow
         if item_type == V.STRING:  # (u64 length, bytes) per element: two parts, data is the bytes
             unpack = struct.Struct("<Q").unpack_from
             for _ in range(count):
@@ -88,7 +110,8 @@ def _reader(path: Path) -> Any:
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
             raise CheckpointError(
-                f"{path}: truncated GGUF file: tensor {t.name} needs bytes up to {t.data_offset + t.n_bytes}, "
+                f"{path}: truncated GGUF file: tensor {t.name} needs bytes up to "
+                f"{t.data_offset + t.n_bytes}, "
                 f"file has {size}"
             )
     return reader
@@ -98,17 +121,24 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
     """All key/value metadata except the (large) tokenizer arrays, as Python values."""
     out = {}
     for key, field in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and len(field.data) > 1:  # Keys.Tokenizer.LIST, MERGES, ...
+        if (
+            key.startswith("tokenizer.ggml.") and len(field.data) > 1
+        ):  # Keys.Tokenizer.LIST, MERGES, ...
             continue
         out[key] = field.contents()
     return out
 
 
-def gguf_args(meta: dict[str, Any], vocab_size: int, tied: bool, source: str, **overrides: Any) -> ModelArgs:
-    """``ModelArgs`` from ``llama.*`` metadata; ``vocab_size`` from token_embd, ``tied`` if output is absent."""
+def gguf_args(
+    meta: dict[str, Any], vocab_size: int, tied: bool, source: str, **overrides: Any
+) -> ModelArgs:
+    """``ModelArgs`` from ``llama.*`` metadata; ``vocab_size`` from token_embd, ``tied`` if output
+    is absent."""
     arch = meta.get(Keys.General.ARCHITECTURE)
     if arch != "llama":
-        raise CheckpointError(f"{source}: {Keys.General.ARCHITECTURE}: expected 'llama', found {arch!r}")
+        raise CheckpointError(
+            f"{source}: {Keys.General.ARCHITECTURE}: expected 'llama', found {arch!r}"
+        )
 
     def get(key: str, default: Any = KeyError) -> Any:
         key = key.format(arch=arch)  # gguf.Keys spell per-architecture keys as "{arch}.block_count"
@@ -147,22 +177,28 @@ def gguf_args(meta: dict[str, Any], vocab_size: int, tied: bool, source: str, **
     rope_dim = get(Rope.DIMENSION_COUNT, args.head_dim)
     if rope_dim != args.head_dim:
         key = Rope.DIMENSION_COUNT.format(arch=arch)
-        raise CheckpointError(f"{source}: {key}: expected head_dim {args.head_dim}, found {rope_dim}")
+        raise CheckpointError(
+            f"{source}: {key}: expected head_dim {args.head_dim}, found {rope_dim}"
+        )
     log.info("%s: context length %s", source, get(LLM.CONTEXT_LENGTH, "unknown"))
     return args
 
 
 def _dequantize(t: Any, dtype: torch.dtype, source: Path) -> torch.Tensor:
-    """One GGUF tensor -> torch tensor of ``dtype`` in row-major shape (GGUF lists dims fastest-first)."""
+    """One GGUF tensor -> torch tensor of ``dtype`` in row-major shape (GGUF lists dims
+    fastest-first)."""
     shape = tuple(int(n) for n in reversed(t.shape))
     out = torch.empty(shape, dtype=dtype)
     rows = t.data.reshape(-1, t.data.shape[-1])  # (rows, stored bytes or values per row)
     flat = out.view(rows.shape[0], -1)  # (rows, values per row)
-    # A few rows at a time, written straight into ``out``: no full-size float32 temporaries (peak RAM).
+    # A few rows at a time, written straight into ``out``: no full-size float32 temporaries (peak
+    # RAM).
     step = max(1, _DEQUANT_CHUNK // flat.shape[1])
     for i in range(0, rows.shape[0], step):
         try:
-            arr = quants.dequantize(rows[i : i + step], t.tensor_type)  # (rows, values per row) float32
+            arr = quants.dequantize(
+                rows[i : i + step], t.tensor_type
+            )  # (rows, values per row) float32
         except NotImplementedError:
             raise CheckpointError(
                 f"{source}: tensor {t.name} has type {t.tensor_type.name}, "
@@ -186,14 +222,19 @@ def _release_pages(reader: Any, t: Any) -> None:
 
 
 def _rope_scaling_from_freqs(args: ModelArgs, factors: torch.Tensor, source: str) -> ModelArgs:
-    """llama.cpp stores Llama 3.1 RoPE scaling as per-frequency divisors (``rope_freqs.weight``): match them."""
+    """llama.cpp stores Llama 3.1 RoPE scaling as per-frequency divisors (``rope_freqs.weight``):
+    match them."""
     exps = torch.arange(0, args.head_dim, 2, dtype=torch.float64) / args.head_dim
     freqs = 1.0 / (args.rope_theta**exps)  # (Dh/2,)
     for factor in (8.0, 32.0, 16.0, 4.0, 2.0):
         expected = freqs / apply_llama3_scaling(freqs, factor, 1.0, 4.0, 8192)
-        if expected.shape == factors.shape and torch.allclose(expected.float(), factors.float(), rtol=1e-3):
+        if expected.shape == factors.shape and torch.allclose(
+            expected.float(), factors.float(), rtol=1e-3
+        ):
             args.use_scaled_rope, args.rope_scaling_factor = True, factor
-            log.info("%s: rope_freqs.weight matches llama3 RoPE scaling with factor %g", source, factor)
+            log.info(
+                "%s: rope_freqs.weight matches llama3 RoPE scaling with factor %g", source, factor
+            )
             return args
     raise CheckpointError(
         f"{source}: rope_freqs.weight does not match llama3 RoPE scaling (factor 2..32, "
@@ -208,17 +249,21 @@ def load_gguf(
     with_tokenizer: bool = False,
     tokenizer_files: bool = False,
 ) -> Checkpoint:
-    """Read a Llama GGUF file into a Meta-named :class:`Checkpoint` (dequantized to ``dtype``, default fp32).
+    """Read a Llama GGUF file into a Meta-named :class:`Checkpoint` (dequantized to ``dtype``,
+    default fp32).
 
-    ``with_tokenizer`` builds the tokenizer, ``tokenizer_files`` the HF tokenizer.json content (for convert),
-    both from the same parsed file (parsing the vocabulary metadata is the slow part of opening a GGUF).
+    ``with_tokenizer`` builds the tokenizer, ``tokenizer_files`` the HF tokenizer.json content (for
+    convert),
+    both from the same parsed file (parsing the vocabulary metadata is the slow part of opening a
+    GGUF).
     """
     dtype = torch.float32 if dtype is None else dtype
     return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, header_only=False)
 
 
 def read_gguf_header(path: Path, overrides: dict[str, Any]) -> Checkpoint:
-    """A GGUF file's args, tokenizer and weights as ``meta``-device float32 tensors (what ``load_gguf``
+    """A GGUF file's args, tokenizer and weights as ``meta``-device float32 tensors (what
+    ``load_gguf``
     would give), from its metadata and tensor infos: no weight is read or dequantized."""
     return _read(path, torch.float32, overrides, True, False, header_only=True)
 
@@ -234,7 +279,10 @@ def _read(
     reader = _reader(path)
     meta = gguf_metadata(reader)
     tensors = {t.name: t for t in reader.tensors}
-    embd, output = TOP_WEIGHTS["tok_embeddings"].gguf + ".weight", TOP_WEIGHTS["output"].gguf + ".weight"
+    embd, output = (
+        TOP_WEIGHTS["tok_embeddings"].gguf + ".weight",
+        TOP_WEIGHTS["output"].gguf + ".weight",
+    )
     if embd not in tensors:
         raise CheckpointError(f"{path}: tensor {embd} is missing")
     vocab_size = int(tensors[embd].shape[1])
@@ -245,21 +293,29 @@ def _read(
     with log.busy("reading GGUF tensors", total=len(tensors), progress=not header_only) as bar:
         for name, t in tensors.items():
             if name == ROPE_FREQS_GGUF:  # (Dh/2,) divisors: tiny, read even for the header
-                args = _rope_scaling_from_freqs(args, _dequantize(t, torch.float32, path), str(path))
+                args = _rope_scaling_from_freqs(
+                    args, _dequantize(t, torch.float32, path), str(path)
+                )
             elif (key := gguf_to_meta_name(name)) is None:
                 raise CheckpointError(f"{path}: unexpected tensor {name!r} (not a Llama weight)")
             elif header_only:
-                sd[key] = torch.empty(tuple(int(n) for n in reversed(t.shape)), dtype=dtype, device="meta")
+                sd[key] = torch.empty(
+                    tuple(int(n) for n in reversed(t.shape)), dtype=dtype, device="meta"
+                )
             else:
                 sd[key] = _dequantize(t, dtype, path)
                 _release_pages(reader, t)
             bar.update()
     check_state_dict(sd, args, str(path))
-    ckpt = Checkpoint("gguf", args, sd, chat_template=meta.get(Keys.Tokenizer.CHAT_TEMPLATE), path=path)
+    ckpt = Checkpoint(
+        "gguf", args, sd, chat_template=meta.get(Keys.Tokenizer.CHAT_TEMPLATE), path=path
+    )
     if with_tokenizer:
         ckpt.tokenizer = ByteLevelBPETokenizer.from_gguf(reader)
     if tokenizer_files:
-        ckpt.chat_template, ckpt.tokenizer_json, ckpt.tokenizer_config = gguf_tokenizer_files(reader)
+        ckpt.chat_template, ckpt.tokenizer_json, ckpt.tokenizer_config = gguf_tokenizer_files(
+            reader
+        )
     return ckpt
 
 
@@ -269,10 +325,12 @@ def _read(
 
 
 def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, dict | None]:
-    """``(chat_template, tokenizer_json, tokenizer_config)`` built from a GGUF file's tokenizer metadata.
+    """``(chat_template, tokenizer_json, tokenizer_config)`` built from a GGUF file's tokenizer
+    metadata.
 
     Only byte-level BPE vocabularies (``tokenizer.ggml.model == "gpt2"``) with a known pre-tokenizer
-    are translated (the rules of ``tokenizer/rules.py``); otherwise the json parts are None (logged).
+    are translated (the rules of ``tokenizer/rules.py``); otherwise the json parts are None
+    (logged).
     """
     if isinstance(path_or_reader, (str, os.PathLike)):
         path, reader = Path(path_or_reader), _reader(Path(path_or_reader))
@@ -285,16 +343,23 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
 
     template = value(K.CHAT_TEMPLATE)
     model, pre = value(K.MODEL), value(K.PRE, "default")
-    pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre)  # the same reading as ByteLevelBPETokenizer.from_gguf
+    pre = GGUF_PRE_AS_TRANSFORMERS.get(
+        pre, pre
+    )  # the same reading as ByteLevelBPETokenizer.from_gguf
     if model != "gpt2" or pre not in PRETOKENIZERS:
         known = ", ".join(PRETOKENIZERS)
-        log.warning("%s: tokenizer %s/%s cannot be written as tokenizer.json (supported: gpt2 with pre %s)",
-                    path, model, pre, known)  # fmt: skip
+        why = "cannot be written as tokenizer.json (supported: gpt2 with pre %s)"
+        log.warning("%s: tokenizer %s/%s " + why, path, model, pre, known)
         return template, None, None
     tokens = value(K.LIST)
     types = value(K.TOKEN_TYPE, [TokenType.NORMAL] * len(tokens))
     special, added = gguf_token_kinds(tokens, types)
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    byte_level = {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
     tok_json = {
         "version": "1.0",
         "truncation": None,

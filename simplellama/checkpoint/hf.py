@@ -4,8 +4,10 @@ Two differences from Meta's layout, both undone by an explicit table here:
 
 * names: ``model.layers.N.self_attn.q_proj.weight`` is Meta's ``layers.N.attention.wq.weight``, etc.
   (the table in ``keys.py``);
-* q/k rows: HF's conversion script (``convert_llama_weights_to_hf.py: permute``) reorders each head's
-  rows for the rotate-half form of RoPE; we undo it with ``rope.hf_to_meta_qk`` (``meta_to_hf_qk`` on save).
+* q/k rows: HF's conversion script (``convert_llama_weights_to_hf.py: permute``) reorders each
+head's
+  rows for the rotate-half form of RoPE; we undo it with ``rope.hf_to_meta_qk`` (``meta_to_hf_qk``
+  on save).
 
 Weights are read lazily with ``safetensors.safe_open`` (memory-mapped), one tensor at a time.
 """
@@ -18,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from LogRelay import get_relay
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-
-from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError, RopeError
@@ -41,17 +42,21 @@ __all__ = ["hf_config_to_args", "args_to_hf_config", "load_hf", "save_hf"]
 log = get_relay("simplellama.checkpoint")
 
 
-def hf_config_to_args(cfg: dict[str, Any], source: str = "config.json", **overrides: Any) -> ModelArgs:
+def hf_config_to_args(
+    cfg: dict[str, Any], source: str = "config.json", **overrides: Any
+) -> ModelArgs:
     """Translate a Llama ``config.json`` dict into ``ModelArgs`` (``overrides`` win)."""
     arch = cfg.get("architectures") or []
     if cfg.get("model_type") != "llama" and "LlamaForCausalLM" not in arch:
         raise CheckpointError(
-            f"{source}: model_type: expected 'llama' (LlamaForCausalLM), found {cfg.get('model_type')!r} {arch}"
+            f"{source}: model_type: expected 'llama' (LlamaForCausalLM), found "
+            f"{cfg.get('model_type')!r} {arch}"
         )
     for key, ok in (("attention_bias", False), ("mlp_bias", False), ("hidden_act", "silu")):
         if cfg.get(key, ok) != ok:
             raise CheckpointError(f"{source}: {key}: expected {ok!r} (Llama 3), found {cfg[key]!r}")
-    # transformers >= 5 writes rope_parameters (theta + scaling in one dict); older files rope_theta/rope_scaling
+    # transformers >= 5 writes rope_parameters (theta + scaling in one dict); older files
+    # rope_theta/rope_scaling
     rope = dict(cfg.get("rope_parameters") or {})
     theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
     scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", rope.get("type")) else None)
@@ -75,7 +80,8 @@ def hf_config_to_args(cfg: dict[str, Any], source: str = "config.json", **overri
     head_dim = cfg.get("head_dim")
     if head_dim is not None and head_dim != args.head_dim:
         raise CheckpointError(
-            f"{source}: head_dim: expected hidden_size/num_attention_heads = {args.head_dim}, found {head_dim}"
+            f"{source}: head_dim: expected hidden_size/num_attention_heads = {args.head_dim}, "
+            f"found {head_dim}"
         )
     return args
 
@@ -94,7 +100,9 @@ def args_to_hf_config(args: ModelArgs, dtype: torch.dtype) -> dict[str, Any]:
         "vocab_size": args.vocab_size,
         "rms_norm_eps": args.norm_eps,
         "rope_theta": args.rope_theta,
-        "max_position_embeddings": max(args.max_seq_len, args.rope_original_max_seq_len if args.use_scaled_rope else 0),
+        "max_position_embeddings": max(
+            args.max_seq_len, args.rope_original_max_seq_len if args.use_scaled_rope else 0
+        ),
         "tie_word_embeddings": args.tie_word_embeddings,
         "hidden_act": "silu",
         "attention_bias": False,
@@ -118,15 +126,21 @@ def _weight_files(d: Path) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index}: expected JSON with a 'weight_map' object ({e})") from None
+            raise CheckpointError(
+                f"{index}: expected JSON with a 'weight_map' object ({e})"
+            ) from None
         files = sorted({d / f for f in weight_map.values()})
         missing = [f for f in files if not f.is_file()]
         if missing:
-            raise CheckpointError(f"{index}: lists shard {missing[0].name}, which is missing from {d}")
+            raise CheckpointError(
+                f"{index}: lists shard {missing[0].name}, which is missing from {d}"
+            )
         return files
     files = sorted(d.glob("*.safetensors"))
     if len(files) > 1:
-        raise CheckpointError(f"{d}: {len(files)} .safetensors files but no model.safetensors.index.json")
+        raise CheckpointError(
+            f"{d}: {len(files)} .safetensors files but no model.safetensors.index.json"
+        )
     return files
 
 
@@ -156,9 +170,13 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
                     for name in st.keys():  # safe_open is not a dict
                         meta = hf_to_meta_name(name)
                         if meta is None:
-                            if name.endswith("rotary_emb.inv_freq"):  # old transformers saved this buffer
+                            if name.endswith(
+                                "rotary_emb.inv_freq"
+                            ):  # old transformers saved this buffer
                                 continue
-                            raise CheckpointError(f"{f}: unexpected key {name!r} (not a Llama weight)")
+                            raise CheckpointError(
+                                f"{f}: unexpected key {name!r} (not a Llama weight)"
+                            )
                         t = st.get_tensor(name)
                         if meta.endswith("attention.wq.weight"):
                             t = hf_to_meta_qk(t, args.n_heads)
@@ -199,11 +217,17 @@ def save_hf(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
     return Path(dst)
 
 
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+}
 
 
 def read_hf_header(d: Path, overrides: dict[str, Any]) -> Checkpoint:
-    """An HF directory's args and weights as ``meta``-device tensors, from the safetensors headers."""
+    """An HF directory's args and weights as ``meta``-device tensors, from the safetensors
+    headers."""
     args = _read_config(d, overrides)
     sd: dict[str, torch.Tensor] = {}
     for f in _weight_files(d):

@@ -10,7 +10,8 @@ The model's parameter names are Meta's (``layers.3.attention.wq.weight``), so a
   ``ColumnParallelLinear`` (wq, wk, wv, w1, w3, output) splits its output features (dim 0),
   ``RowParallelLinear`` (wo, w2) its input features (dim 1), ``VocabParallelEmbedding`` the
   vocabulary (dim 0; Llama 2's ``ParallelEmbedding`` split dim 1, recognised by shape); norms are
-  replicated (None). Meta's ``llama_models/checkpoint.py`` (``_WEIGHT_ROW_KEY``/``_WEIGHT_COLUMN_KEY``)
+  replicated (None). Meta's ``llama_models/checkpoint.py``
+  (``_WEIGHT_ROW_KEY``/``_WEIGHT_COLUMN_KEY``)
   uses the same table.
 
 Shape glossary: V vocab, D model dim, H query heads, K kv heads, Dh head dim, F ffn dim.
@@ -54,7 +55,8 @@ def _gguf(t: MODEL_TENSOR) -> str:
 
 
 T = MODEL_TENSOR
-# Meta module name inside ``layers.N.`` -> HF name inside ``model.layers.N.``, GGUF name inside ``blk.N.``
+# Meta module name inside ``layers.N.`` -> HF name inside ``model.layers.N.``, GGUF name inside
+# ``blk.N.``
 LAYER_WEIGHTS: dict[str, WeightName] = {
     "attention.wq": WeightName("self_attn.q_proj", _gguf(T.ATTN_Q), 0),
     "attention.wk": WeightName("self_attn.k_proj", _gguf(T.ATTN_K), 0),
@@ -88,7 +90,8 @@ def module_of(key: str) -> str:
 
 
 def shard_dim(key: str) -> int | None:
-    """The dimension along which the Meta-named weight ``key`` is split over ranks (None: replicated)."""
+    """The dimension along which the Meta-named weight ``key`` is split over ranks (None:
+    replicated)."""
     module = module_of(key)
     entry = LAYER_WEIGHTS.get(module) or TOP_WEIGHTS.get(module)
     return None if entry is None else entry.shard_dim
@@ -125,7 +128,8 @@ def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
 
 
 def hf_to_meta_name(name: str) -> str | None:
-    """``model.layers.3.mlp.gate_proj.weight`` -> ``layers.3.feed_forward.w1.weight`` (None if unknown)."""
+    """``model.layers.3.mlp.gate_proj.weight`` -> ``layers.3.feed_forward.w1.weight`` (None if
+    unknown)."""
     if m := re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.weight", name):
         meta = _HF_LAYER.get(m.group(2))
         return None if meta is None else f"layers.{m.group(1)}.{meta}.weight"
@@ -141,7 +145,8 @@ def meta_to_hf_name(name: str) -> str:
 
 
 def gguf_to_meta_name(name: str) -> str | None:
-    """``blk.3.ffn_gate.weight`` -> ``layers.3.feed_forward.w1.weight`` (None if not a Llama weight)."""
+    """``blk.3.ffn_gate.weight`` -> ``layers.3.feed_forward.w1.weight`` (None if not a Llama
+    weight)."""
     if m := re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", name):
         meta = _GGUF_LAYER.get(m.group(2))
         return None if meta is None else f"layers.{m.group(1)}.{meta}.weight"

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from LogRelay import get_relay
+from torch import nn
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ParallelError
@@ -61,7 +60,8 @@ log = get_relay("simplellama.parallel")
 def check_parallel(
     args: ModelArgs, world_size: int, embedding: str = "vocab", what: str = "model_parallel_size"
 ) -> None:
-    """Raise :class:`ParallelError` unless ``args`` splits evenly over ``world_size`` ranks (or shards)."""
+    """Raise :class:`ParallelError` unless ``args`` splits evenly over ``world_size`` ranks (or
+    shards)."""
     W, K = world_size, args.n_kv_heads
     if isinstance(W, bool) or not isinstance(W, int) or W < 1:
         raise ParallelError(f"{what}: expected a positive integer, found {W!r}")
@@ -72,7 +72,8 @@ def check_parallel(
             raise ParallelError(f"{what}={W}: {name} ({n}) must be divisible by it")
     if K % W and W % K:
         raise ParallelError(
-            f"{what}={W}: n_kv_heads ({K}) must be divisible by it, or it by n_kv_heads (kv heads replicated)"
+            f"{what}={W}: n_kv_heads ({K}) must be divisible by it, or it by n_kv_heads (kv heads "
+            "replicated)"
         )
     if embedding not in ("vocab", "dim"):
         raise ParallelError(f"embedding: expected 'vocab' or 'dim', found {embedding!r}")
@@ -86,10 +87,13 @@ def local_heads(args: ModelArgs, world_size: int) -> tuple[int, int]:
 def rank_range(
     key: str, args: ModelArgs, world_size: int, rank: int, embedding: str = "vocab"
 ) -> tuple[int, int, int] | None:
-    """(dim, start, stop): the slice of the full weight ``key`` that ``rank`` of ``world_size`` holds.
+    """(dim, start, stop): the slice of the full weight ``key`` that ``rank`` of ``world_size``
+    holds.
 
-    None for replicated tensors (norms). The same function describes a Meta checkpoint's shard i of N
-    (``rank_range(key, args, N, i)``), which is what makes re-slicing a checkpoint a matter of ranges.
+    None for replicated tensors (norms). The same function describes a Meta checkpoint's shard i of
+    N
+    (``rank_range(key, args, N, i)``), which is what makes re-slicing a checkpoint a matter of
+    ranges.
     """
     dim, module, W, r = shard_dim(key), module_of(key), world_size, rank
     if dim is None:
@@ -105,19 +109,28 @@ def rank_range(
     return dim, r * n // W, (r + 1) * n // W
 
 
-def _cut(key: str, w: torch.Tensor, args: ModelArgs, W: int, r: int, embedding: str) -> torch.Tensor:
+def _cut(
+    key: str, w: torch.Tensor, args: ModelArgs, W: int, r: int, embedding: str
+) -> torch.Tensor:
     dim, start, stop = rank_range(key, args, W, r, embedding)
     return w.narrow(dim, start, stop - start).clone()  # a copy, so the full weight can be freed
 
 
 def parallelize(
-    model: nn.Module, world_size: int | None = None, rank: int | None = None, embedding: str = "vocab"
+    model: nn.Module,
+    world_size: int | None = None,
+    rank: int | None = None,
+    embedding: str = "vocab",
 ) -> nn.Module:
-    """Replace a ``Transformer``'s layers, in place, by parallel ones holding rank ``rank``'s slices.
+    """Replace a ``Transformer``'s layers, in place, by parallel ones holding rank ``rank``'s
+    slices.
 
-    The model may hold real weights (they are sliced and copied) or live on the ``meta`` device (then
-    load this rank's state dict with ``load_state_dict(sd, assign=True)``). Defaults: the process group's
-    size and rank. ``embedding``: ``"vocab"`` (Llama 3) or ``"dim"`` (Llama 2) split of tok_embeddings.
+    The model may hold real weights (they are sliced and copied) or live on the ``meta`` device
+    (then
+    load this rank's state dict with ``load_state_dict(sd, assign=True)``). Defaults: the process
+    group's
+    size and rank. ``embedding``: ``"vocab"`` (Llama 3) or ``"dim"`` (Llama 2) split of
+    tok_embeddings.
     """
     W0, r0 = world_info()
     W, r = (W0 if world_size is None else world_size), (r0 if rank is None else rank)
@@ -132,12 +145,28 @@ def parallelize(
         a, ff, p = layer.attention, layer.feed_forward, f"layers.{i}."
         for name in ("wq", "wk", "wv"):
             key = f"{p}attention.{name}.weight"
-            setattr(a, name, ColumnParallelLinear(_cut(key, getattr(a, name).weight, args, W, r, embedding)))
-        a.wo = RowParallelLinear(_cut(f"{p}attention.wo.weight", a.wo.weight, args, W, r, embedding))
-        a.n_heads, a.n_kv_heads, a.n_rep = H_local, K_local, H_local // K_local  # the heads this rank computes
-        ff.w1 = ColumnParallelLinear(_cut(f"{p}feed_forward.w1.weight", ff.w1.weight, args, W, r, embedding))
-        ff.w3 = ColumnParallelLinear(_cut(f"{p}feed_forward.w3.weight", ff.w3.weight, args, W, r, embedding))
-        ff.w2 = RowParallelLinear(_cut(f"{p}feed_forward.w2.weight", ff.w2.weight, args, W, r, embedding))
+            setattr(
+                a,
+                name,
+                ColumnParallelLinear(_cut(key, getattr(a, name).weight, args, W, r, embedding)),
+            )
+        a.wo = RowParallelLinear(
+            _cut(f"{p}attention.wo.weight", a.wo.weight, args, W, r, embedding)
+        )
+        a.n_heads, a.n_kv_heads, a.n_rep = (
+            H_local,
+            K_local,
+            H_local // K_local,
+        )  # the heads this rank computes
+        ff.w1 = ColumnParallelLinear(
+            _cut(f"{p}feed_forward.w1.weight", ff.w1.weight, args, W, r, embedding)
+        )
+        ff.w3 = ColumnParallelLinear(
+            _cut(f"{p}feed_forward.w3.weight", ff.w3.weight, args, W, r, embedding)
+        )
+        ff.w2 = RowParallelLinear(
+            _cut(f"{p}feed_forward.w2.weight", ff.w2.weight, args, W, r, embedding)
+        )
     emb = _cut("tok_embeddings.weight", model.tok_embeddings.weight, args, W, r, embedding)
     if embedding == "vocab":
         model.tok_embeddings = VocabParallelEmbedding(emb, vocab_start=r * args.vocab_size // W)
@@ -146,20 +175,26 @@ def parallelize(
     if args.tie_word_embeddings:  # one (V/W, D) slice, two names, as in the single-process model
         model.output = ColumnParallelLinear(model.tok_embeddings.weight, gather_output=True)
     else:
-        model.output = ColumnParallelLinear(_cut("output.weight", model.output.weight, args, W, r, embedding), True)
+        model.output = ColumnParallelLinear(
+            _cut("output.weight", model.output.weight, args, W, r, embedding), True
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     model.model_parallel = (W, r)
     F_local = args.hidden_dim // W
-    log.info("rank %d/%d: %d query heads, %d kv heads, %d ffn units", r, W, H_local, K_local, F_local)
+    log.info(
+        "rank %d/%d: %d query heads, %d kv heads, %d ffn units", r, W, H_local, K_local, F_local
+    )
     return model
 
 
 def shards_for_rank(n_shards: int, world_size: int, rank: int) -> list[int]:
-    """Indices of the shards rank ``rank`` of ``world_size`` reads from an ``n_shards`` checkpoint."""
+    """Indices of the shards rank ``rank`` of ``world_size`` reads from an ``n_shards``
+    checkpoint."""
     if n_shards % world_size and world_size % n_shards:
         raise ParallelError(
-            f"checkpoint has {n_shards} shards for model_parallel_size={world_size}: one must divide the other "
+            f"checkpoint has {n_shards} shards for model_parallel_size={world_size}: one must "
+            "divide the other "
             f"(run with {n_shards} ranks, a divisor or a multiple of it)"
         )
     if n_shards >= world_size:
@@ -171,7 +206,8 @@ def shards_for_rank(n_shards: int, world_size: int, rank: int) -> list[int]:
 def read_meta_slice(
     paths: list[Path], args: ModelArgs, world_size: int, rank: int, dtype: torch.dtype | None = None
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """This rank's state dict (local shapes, Meta names) from Meta shards ``paths``; and the embedding split.
+    """This rank's state dict (local shapes, Meta names) from Meta shards ``paths``; and the
+    embedding split.
 
     The embedding split (``"vocab"`` for Llama 3, ``"dim"`` for Llama 2) is read from the shape of
     ``tok_embeddings.weight`` in the first shard this rank opens.
@@ -190,7 +226,9 @@ def read_meta_slice(
             try:
                 check_parallel(args, N, embedding, what=f"{paths[0].parent}: shard count")
             except ParallelError as e:
-                raise ParallelError(f"{e} (the checkpoint's {N} shards do not fit its params.json)") from None
+                raise ParallelError(
+                    f"{e} (the checkpoint's {N} shards do not fit its params.json)"
+                ) from None
             check_parallel(args, W, embedding)
             keys = list(shard)
         elif set(shard) != set(keys):
@@ -207,11 +245,14 @@ def read_meta_slice(
             _, s_start, s_stop = rank_range(key, args, N, i, embedding)
             if t.ndim != 2 or t.shape[dim] != s_stop - s_start:
                 raise ParallelError(
-                    f"{paths[i]}: {key}: expected {s_stop - s_start} along dim {dim} for shard {i} of {N}, "
+                    f"{paths[i]}: {key}: expected {s_stop - s_start} along dim {dim} for shard "
+                    f"{i} of {N}, "
                     f"found shape {tuple(t.shape)} (does params.json match the shards?)"
                 )
             pos = cursor.setdefault(key, start)
-            if s_start <= pos < s_stop:  # this shard holds the next piece (repeated kv heads: first copy)
+            if (
+                s_start <= pos < s_stop
+            ):  # this shard holds the next piece (repeated kv heads: first copy)
                 end = min(stop, s_stop)
                 piece = t.narrow(dim, pos - s_start, end - pos)
                 pieces.setdefault(key, []).append(piece.to(dtype or t.dtype, copy=True))
@@ -221,7 +262,9 @@ def read_meta_slice(
     for key, parts in pieces.items():
         mine = rank_range(key, args, W, r, embedding)
         if mine is not None and cursor[key] != mine[2]:
-            raise ParallelError(f"{key}: shards {needed} do not cover rows {mine[1]}..{mine[2]} (internal error)")
+            raise ParallelError(
+                f"{key}: shards {needed} do not cover rows {mine[1]}..{mine[2]} (internal error)"
+            )
         sd[key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=mine[0])
     return sd, embedding
 
@@ -250,7 +293,8 @@ def load_meta_rank(
         if key not in sd or key not in expected or tuple(sd[key].shape) != expected[key]:
             found = tuple(sd[key].shape) if key in sd else "nothing"
             raise CheckpointError(
-                f"{path}: {key}: rank {r} of {W} expected shape {expected.get(key, 'no such key')}, found {found}"
+                f"{path}: {key}: rank {r} of {W} expected shape "
+                f"{expected.get(key, 'no such key')}, found {found}"
             )
     model = assign_weights(model, args, sd, device)
     n_read = len(shards_for_rank(len(paths), W, r))

@@ -1,12 +1,17 @@
-"""Tokenizers: text <-> token ids for the checkpoints SimpleLlama loads, all with Meta's Llama 3 API.
+"""Tokenizers: text <-> token ids for the checkpoints SimpleLlama loads, all with Meta's Llama 3
+API.
 
 - ``Tokenizer`` (``llama3.py``): Llama 3 tiktoken file (one ``base64(token bytes) rank`` per line).
-- ``SentencePieceTokenizer`` (``spm.py``): Llama 2 style ``tokenizer.model`` (a SentencePiece ModelProto).
-- ``ByteLevelBPETokenizer`` (``bpe.py``): GPT-2 style byte-level BPE from a GGUF file or a Hugging Face
+- ``SentencePieceTokenizer`` (``spm.py``): Llama 2 style ``tokenizer.model`` (a SentencePiece
+ModelProto).
+- ``ByteLevelBPETokenizer`` (``bpe.py``): GPT-2 style byte-level BPE from a GGUF file or a Hugging
+Face
   ``tokenizer.json`` (SmolLM2, the default model, uses it), written out in plain Python.
 
-``load_tokenizer(path)`` looks at a file's content (``sniff.py``), not its name, and picks the class.
-Pre-tokenizer rules live in one table (``rules.py``); ``streaming.py`` turns a token stream into text.
+``load_tokenizer(path)`` looks at a file's content (``sniff.py``), not its name, and picks the
+class.
+Pre-tokenizer rules live in one table (``rules.py``); ``streaming.py`` turns a token stream into
+text.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ TOKENIZER_FILES = ("tokenizer.model", "original/tokenizer.model", "tokenizer.jso
 
 
 def find_tokenizer_file(directory: str | Path) -> Path | None:
-    """The tokenizer file of a checkpoint directory (see ``TOKENIZER_FILES``), else its one .gguf."""
+    """The tokenizer file of a checkpoint directory (see ``TOKENIZER_FILES``), else its one
+    .gguf."""
     d = Path(directory)
     for name in TOKENIZER_FILES:
         if (d / name).is_file():
@@ -57,7 +63,8 @@ def find_tokenizer_file(directory: str | Path) -> Path | None:
 
 
 def load_tokenizer(path: str | Path | None = None) -> AnyTokenizer:
-    """Open a tokenizer by content: tiktoken text, SentencePiece ModelProto, tokenizer.json or .gguf.
+    """Open a tokenizer by content: tiktoken text, SentencePiece ModelProto, tokenizer.json or
+    .gguf.
 
     Args:
         path: a tokenizer file, a checkpoint directory (searched with ``find_tokenizer_file``) or a
@@ -67,7 +74,9 @@ def load_tokenizer(path: str | Path | None = None) -> AnyTokenizer:
     if path.is_dir():
         found = find_tokenizer_file(path)
         if found is None:
-            raise TokenizerError(f"load_tokenizer: {path} holds no tokenizer.json, tokenizer.model or .gguf file")
+            raise TokenizerError(
+                f"load_tokenizer: {path} holds no tokenizer.json, tokenizer.model or .gguf file"
+            )
         path = found
     if not path.is_file():
         raise TokenizerError(f"load_tokenizer: tokenizer file not found: {path}")
@@ -83,6 +92,7 @@ def load_tokenizer(path: str | Path | None = None) -> AnyTokenizer:
     with open(path, "rb") as f:
         head = f.read(16)
     raise TokenizerError(
-        f"load_tokenizer: {path} is {FORMAT_NAMES[fmt]} (starts with {head!r}); expected a Llama 3 tiktoken "
+        f"load_tokenizer: {path} is {FORMAT_NAMES[fmt]} (starts with {head!r}); expected a Llama "
+        "3 tiktoken "
         "file, a SentencePiece model, a tokenizer.json or a .gguf"
     )

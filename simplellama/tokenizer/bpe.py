@@ -1,8 +1,10 @@
 """Byte-level BPE (GPT-2 style) from a GGUF file or a Hugging Face tokenizer.json, in plain Python.
 
 Same interface as the Llama 3 ``Tokenizer`` (``llama3.py``). SmolLM2, the default model, uses it.
-Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes, spell each piece's
-UTF-8 bytes as printable characters (``bytes_to_unicode``), then merge the adjacent pair with the best (lowest)
+Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes, spell
+each piece's
+UTF-8 bytes as printable characters (``bytes_to_unicode``), then merge the adjacent pair with the
+best (lowest)
 merge rank until no merge applies.
 """
 
@@ -15,7 +17,6 @@ from typing import Any
 
 import gguf
 import regex
-
 from LogRelay import get_relay
 
 from ..errors import TokenizerError
@@ -35,12 +36,22 @@ __all__ = ["ByteLevelBPETokenizer", "hf_chat_template"]
 log = get_relay("simplellama.tokenizer")
 
 # Tokens that end a turn or a document in the chat formats we know; generation stops on any of them.
-_END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>", "<end_of_turn>")
+_END_TOKENS = (
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "</s>",
+    "<end_of_turn>",
+)
 
 
 def hf_chat_template(directory: Path, tokenizer_config: dict[str, Any]) -> str | None:
-    """The chat template of an HF tokenizer directory, read as transformers reads it: ``chat_template.jinja``
-    (where transformers 5 saves it) takes priority over ``tokenizer_config.json``'s ``chat_template`` string."""
+    """The chat template of an HF tokenizer directory, read as transformers reads it:
+    ``chat_template.jinja``
+    (where transformers 5 saves it) takes priority over ``tokenizer_config.json``'s
+    ``chat_template`` string."""
     jinja_file = Path(directory) / "chat_template.jinja"
     if jinja_file.is_file():
         return jinja_file.read_text(encoding="utf-8")
@@ -51,8 +62,10 @@ def hf_chat_template(directory: Path, tokenizer_config: dict[str, Any]) -> str |
 class ByteLevelBPETokenizer:
     """GPT-2 style byte-level BPE (vocabulary + ranked merges), with the ``Tokenizer`` interface.
 
-    Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes, spell each piece's
-    UTF-8 bytes with ``bytes_to_unicode``, then merge adjacent symbols by best merge rank until no merge applies.
+    Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes,
+    spell each piece's
+    UTF-8 bytes with ``bytes_to_unicode``, then merge adjacent symbols by best merge rank until no
+    merge applies.
     """
 
     def __init__(
@@ -76,19 +89,30 @@ class ByteLevelBPETokenizer:
         self.vocab: dict[str, int] = {t: i for i, t in enumerate(tokens)}
         self.merge_ranks: dict[tuple[str, str], int] = {tuple(m): r for r, m in enumerate(merges)}
         self.special_tokens = dict(special_tokens)
-        self.added_tokens = dict(added_tokens or {})  # non-special added tokens: always matched whole
+        self.added_tokens = dict(
+            added_tokens or {}
+        )  # non-special added tokens: always matched whole
         self.vocab.update(self.special_tokens)
         self.vocab.update(self.added_tokens)
         self.n_words: int = max(self.vocab.values()) + 1
         self.splits = [regex.compile(p) for p in splits]
-        self.ignore_merges = ignore_merges  # Llama 3 style: a piece that is a whole token is not merged
+        self.ignore_merges = (
+            ignore_merges  # Llama 3 style: a piece that is a whole token is not merged
+        )
         self.add_bos, self.chat_template = add_bos, chat_template
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = bos_id, eos_id, pad_id, unk_id
         self.eot_id: int | None = next(
-            (self.special_tokens[t] for t in ("<|eot_id|>", "<|im_end|>") if t in self.special_tokens), eos_id
+            (
+                self.special_tokens[t]
+                for t in ("<|eot_id|>", "<|im_end|>")
+                if t in self.special_tokens
+            ),
+            eos_id,
         )
         ends = [self.special_tokens[t] for t in _END_TOKENS if t in self.special_tokens]
-        self.stop_tokens: list[int] = list(dict.fromkeys(([eos_id] if eos_id is not None else []) + ends))
+        self.stop_tokens: list[int] = list(
+            dict.fromkeys(([eos_id] if eos_id is not None else []) + ends)
+        )
         self.byte_encoder = bytes_to_unicode()
         byte_decoder = {c: b for b, c in self.byte_encoder.items()}
         literal = {**self.special_tokens, **self.added_tokens}.keys()
@@ -101,14 +125,17 @@ class ByteLevelBPETokenizer:
         self._added_pattern = special_pattern(self.added_tokens)
         self._cache: dict[str, list[int]] = {}
 
-    # -- construction -----------------------------------------------------------------------------------------
+    # -- construction
+    # -----------------------------------------------------------------------------------------
     @classmethod
     def from_gguf(cls, path_or_reader: Any, pre: str | None = None) -> ByteLevelBPETokenizer:
-        """Build from a GGUF file (path or ``gguf.GGUFReader``) whose ``tokenizer.ggml.model`` is "gpt2".
+        """Build from a GGUF file (path or ``gguf.GGUFReader``) whose ``tokenizer.ggml.model`` is
+        "gpt2".
 
         Args:
             path_or_reader: the .gguf path or an open ``gguf.GGUFReader``.
-            pre: override ``tokenizer.ggml.pre`` (a key of ``rules.PRETOKENIZERS``). By default the file's
+            pre: override ``tokenizer.ggml.pre`` (a key of ``rules.PRETOKENIZERS``). By default the
+            file's
                 value, read as transformers reads it (``GGUF_PRE_AS_TRANSFORMERS``).
         """
         K = gguf.Keys.Tokenizer
@@ -124,7 +151,9 @@ class ByteLevelBPETokenizer:
 
         model = field(K.MODEL)
         if model != "gpt2":
-            raise TokenizerError(f"{src}: tokenizer.ggml.model is {model!r}; ByteLevelBPETokenizer needs 'gpt2'")
+            raise TokenizerError(
+                f"{src}: tokenizer.ggml.model is {model!r}; ByteLevelBPETokenizer needs 'gpt2'"
+            )
         if pre is None:
             pre = field(K.PRE)
             pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre)
@@ -133,7 +162,9 @@ class ByteLevelBPETokenizer:
             pre = "gpt2"
         if pre not in PRETOKENIZERS:
             known = ", ".join(sorted(PRETOKENIZERS))
-            raise TokenizerError(f"{src}: tokenizer.ggml.pre {pre!r} is not supported; known: {known}")
+            raise TokenizerError(
+                f"{src}: tokenizer.ggml.pre {pre!r} is not supported; known: {known}"
+            )
         tokens = field(K.LIST)
         types = field(K.TOKEN_TYPE) or [gguf.TokenType.NORMAL] * len(tokens)
         merges = [tuple(m.split(" ", 1)) for m in field(K.MERGES, [])]
@@ -156,30 +187,44 @@ class ByteLevelBPETokenizer:
         )
 
     @classmethod
-    def from_hf(cls, tokenizer_json: str | Path, tokenizer_config: str | Path | None = None) -> ByteLevelBPETokenizer:
+    def from_hf(
+        cls, tokenizer_json: str | Path, tokenizer_config: str | Path | None = None
+    ) -> ByteLevelBPETokenizer:
         """Build from a Hugging Face ``tokenizer.json`` (BPE model, byte-level pre-tokenizer).
 
-        ``tokenizer_config`` (default: ``tokenizer_config.json`` beside it, if present) gives the bos/eos/pad/unk
-        token names and the chat template (transformers 5 writes the template to ``chat_template.jinja``).
+        ``tokenizer_config`` (default: ``tokenizer_config.json`` beside it, if present) gives the
+        bos/eos/pad/unk
+        token names and the chat template (transformers 5 writes the template to
+        ``chat_template.jinja``).
         """
         path = expect_format(tokenizer_json, "hf_json", "ByteLevelBPETokenizer.from_hf")
         spec = json.loads(path.read_text(encoding="utf-8"))
         model = spec.get("model") or {}
         if model.get("type") != "BPE":
-            raise TokenizerError(f"{path}: model.type is {model.get('type')!r}; ByteLevelBPETokenizer needs 'BPE'")
+            raise TokenizerError(
+                f"{path}: model.type is {model.get('type')!r}; ByteLevelBPETokenizer needs 'BPE'"
+            )
         if spec.get("normalizer") is not None:
-            raise TokenizerError(f"{path}: normalizer {spec['normalizer'].get('type')!r} is not supported (need null)")
+            raise TokenizerError(
+                f"{path}: normalizer {spec['normalizer'].get('type')!r} is not supported (need "
+                "null)"
+            )
         splits = splits_from_hf(spec.get("pre_tokenizer"), path)
         vocab: dict[str, int] = model["vocab"]
         tokens = [""] * (max(vocab.values()) + 1)
         for t, i in vocab.items():
             tokens[i] = t
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+        merges = [
+            tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
+            for m in model.get("merges", [])
+        ]
         added = spec.get("added_tokens") or []
         specials = {a["content"]: a["id"] for a in added if a.get("special")}
         plain_added = {a["content"]: a["id"] for a in added if not a.get("special")}
 
-        cfg_path = Path(tokenizer_config) if tokenizer_config else path.with_name("tokenizer_config.json")
+        cfg_path = (
+            Path(tokenizer_config) if tokenizer_config else path.with_name("tokenizer_config.json")
+        )
         config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
         template = hf_chat_template(path.parent, config)
         everything = {**vocab, **specials, **plain_added}
@@ -205,16 +250,19 @@ class ByteLevelBPETokenizer:
             name=str(path),
         )
 
-    # -- encoding ---------------------------------------------------------------------------------------------
+    # -- encoding
+    # ---------------------------------------------------------------------------------------------
     def _pieces(self, text: str) -> list[str]:
-        """Run the pre-tokenizer: each split regex cuts every piece further (matches and gaps both kept)."""
+        """Run the pre-tokenizer: each split regex cuts every piece further (matches and gaps both
+        kept)."""
         pieces = [text]
         for pattern in self.splits:
             pieces = [p for piece in pieces for p, _ in split_on(piece, pattern)]
         return pieces
 
     def _bpe(self, piece: str) -> list[int]:
-        """Ids of one pre-tokenized piece: merge the best-ranked adjacent pair until none is left. Cached."""
+        """Ids of one pre-tokenized piece: merge the best-ranked adjacent pair until none is left.
+        Cached."""
         ids = self._cache.get(piece)
         if ids is not None:
             return ids
@@ -244,13 +292,22 @@ class ByteLevelBPETokenizer:
     def _lookup(self, symbol: str) -> int:
         i = self.vocab.get(symbol, self.unk_id)
         if i is None:
-            raise TokenizerError(f"{self.name}: symbol {symbol!r} is not in the vocabulary and there is no unk token")
+            raise TokenizerError(
+                f"{self.name}: symbol {symbol!r} is not in the vocabulary and there is no unk token"
+            )
         return i
 
     def encode(
-        self, s: str, *, bos: bool, eos: bool, allowed_special: Specials = None, disallowed_special: Specials = ()
+        self,
+        s: str,
+        *,
+        bos: bool,
+        eos: bool,
+        allowed_special: Specials = None,
+        disallowed_special: Specials = (),
     ) -> list[int]:
-        """Encode ``s``; ``bos``/``eos`` add the bos/eos ids. Non-special added tokens always match whole."""
+        """Encode ``s``; ``bos``/``eos`` add the bos/eos ids. Non-special added tokens always match
+        whole."""
         allowed = allowed_specials(s, self.special_tokens, allowed_special, disallowed_special)
         t: list[int] = []
         for part, is_special in split_on(s, special_pattern(allowed)):

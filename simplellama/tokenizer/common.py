@@ -1,4 +1,5 @@
-"""Special-token handling shared by the tokenizers (Meta/tiktoken semantics), and the text splitter."""
+"""Special-token handling shared by the tokenizers (Meta/tiktoken semantics), and the text
+splitter."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ __all__ = ["Specials", "allowed_specials", "special_pattern", "split_on"]
 Specials = Literal["all"] | Collection[str] | None
 
 
-def allowed_specials(s: str, specials: Collection[str], allowed: Specials, disallowed: Specials) -> set[str]:
-    """Check ``encode``'s input and return the special tokens to encode as ids (Meta/tiktoken semantics).
+def allowed_specials(
+    s: str, specials: Collection[str], allowed: Specials, disallowed: Specials
+) -> set[str]:
+    """Check ``encode``'s input and return the special tokens to encode as ids (Meta/tiktoken
+    semantics).
 
-    ``allowed`` ("all" or names) become ids, ``disallowed`` ("all" = every special not allowed) raise
+    ``allowed`` ("all" or names) become ids, ``disallowed`` ("all" = every special not allowed)
+    raise
     when ``s`` contains them, the rest are plain text.
     """
     if not isinstance(s, str):

@@ -2,7 +2,8 @@
 
 Follows ``llama_models/llama3/tokenizer.py``: ``encode(s, *, bos, eos, allowed_special=None,
 disallowed_special=()) -> list[int]``, ``decode(ids) -> str``, ``bos_id``, ``eos_id``, ``pad_id``,
-``stop_tokens``, ``special_tokens`` (text -> id) and ``n_words``. The other tokenizers of this package
+``stop_tokens``, ``special_tokens`` (text -> id) and ``n_words``. The other tokenizers of this
+package
 share that interface. Special tokens follow Meta: by default their text is encoded as ordinary text;
 ``allowed_special="all"`` (or a set) turns them into their ids, ``disallowed_special="all"`` raises.
 """
@@ -14,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import tiktoken
-
 from LogRelay import get_relay
 
 from ..errors import TokenizerError
@@ -26,7 +26,8 @@ __all__ = ["Tokenizer"]
 
 log = get_relay("simplellama.tokenizer")
 
-# Meta, llama3/tokenizer.py: tiktoken panics on > 400k chars, and gets very slow on runs of more than
+# Meta, llama3/tokenizer.py: tiktoken panics on > 400k chars, and gets very slow on runs of more
+# than
 # 25k whitespace or non-whitespace characters (https://github.com/openai/tiktoken/issues/195).
 TIKTOKEN_MAX_ENCODE_CHARS = 400_000
 MAX_NO_WHITESPACES_CHARS = 25_000
@@ -48,9 +49,12 @@ class Tokenizer:
                 token, rank = line.split()
                 mergeable_ranks[base64.b64decode(token, validate=True)] = int(rank)
             except ValueError as e:
-                raise TokenizerError(f"Tokenizer: {path} line {lineno}: expected 'base64 rank', found {line!r}") from e
+                raise TokenizerError(
+                    f"Tokenizer: {path} line {lineno}: expected 'base64 rank', found {line!r}"
+                ) from e
         num_base_tokens = len(mergeable_ranks)
-        # Order and names as in Meta's llama_models/llama3/tokenizer.py: ids 128000.. follow this list.
+        # Order and names as in Meta's llama_models/llama3/tokenizer.py: ids 128000.. follow this
+        # list.
         special_tokens = [
             "<|begin_of_text|>",
             "<|end_of_text|>",
@@ -66,11 +70,17 @@ class Tokenizer:
             "<|image|>",
         ]
         special_tokens += [
-            f"<|reserved_special_token_{2 + i}|>" for i in range(self.num_reserved_special_tokens - len(special_tokens))
+            f"<|reserved_special_token_{2 + i}|>"
+            for i in range(self.num_reserved_special_tokens - len(special_tokens))
         ]
-        self.special_tokens: dict[str, int] = {t: num_base_tokens + i for i, t in enumerate(special_tokens)}
+        self.special_tokens: dict[str, int] = {
+            t: num_base_tokens + i for i, t in enumerate(special_tokens)
+        }
         self.model = tiktoken.Encoding(
-            name=path.name, pat_str=self.pat_str, mergeable_ranks=mergeable_ranks, special_tokens=self.special_tokens
+            name=path.name,
+            pat_str=self.pat_str,
+            mergeable_ranks=mergeable_ranks,
+            special_tokens=self.special_tokens,
         )
         self.n_words: int = num_base_tokens + len(special_tokens)
         self.bos_id: int = self.special_tokens["<|begin_of_text|>"]
@@ -83,9 +93,16 @@ class Tokenizer:
         log.debug("loaded Llama 3 tokenizer %s: %d words", path, self.n_words)
 
     def encode(
-        self, s: str, *, bos: bool, eos: bool, allowed_special: Specials = None, disallowed_special: Specials = ()
+        self,
+        s: str,
+        *,
+        bos: bool,
+        eos: bool,
+        allowed_special: Specials = None,
+        disallowed_special: Specials = (),
     ) -> list[int]:
-        """Encode ``s``; ``bos``/``eos`` add <|begin_of_text|>/<|end_of_text|>. See the module doc for specials."""
+        """Encode ``s``; ``bos``/``eos`` add <|begin_of_text|>/<|end_of_text|>. See the module doc
+        for specials."""
         allowed = allowed_specials(s, self.special_tokens, allowed_special, disallowed_special)
         t: list[int] = []
         for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS):
@@ -100,8 +117,11 @@ class Tokenizer:
         return self.model.decode(list(t))
 
     @staticmethod
-    def _split_whitespaces_or_nonwhitespaces(s: str, max_consecutive_slice_len: int) -> Iterator[str]:
-        """Cut ``s`` so that no piece holds more than ``max_consecutive_slice_len`` consecutive (non-)spaces."""
+    def _split_whitespaces_or_nonwhitespaces(
+        s: str, max_consecutive_slice_len: int
+    ) -> Iterator[str]:
+        """Cut ``s`` so that no piece holds more than ``max_consecutive_slice_len`` consecutive
+        (non-)spaces."""
         run_len, run_is_space, start = 0, s[:1].isspace(), 0
         for i, ch in enumerate(s):
             if ch.isspace() != run_is_space:

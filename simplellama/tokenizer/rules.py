@@ -50,7 +50,9 @@ class PreTokenizer:
 
 
 _GPT2 = PreTokenizer((GPT2_PATTERN,))
-_DIGITS_GPT2 = PreTokenizer((DIGIT_PATTERN, GPT2_PATTERN))  # SmolLM2's Digits(individual_digits=True)
+_DIGITS_GPT2 = PreTokenizer(
+    (DIGIT_PATTERN, GPT2_PATTERN)
+)  # SmolLM2's Digits(individual_digits=True)
 _LLAMA3 = PreTokenizer((LLAMA3_PATTERN,), ignore_merges=True)
 
 # GGUF ``tokenizer.ggml.pre`` -> rule (llama.cpp, src/llama-vocab.cpp). "default" is llama.cpp's
@@ -65,9 +67,11 @@ PRETOKENIZERS: dict[str, PreTokenizer] = {
     "llama3": _LLAMA3,
 }
 
-# What a GGUF's own ``tokenizer.ggml.pre`` means by default: transformers' GGUF loader (our reference
+# What a GGUF's own ``tokenizer.ggml.pre`` means by default: transformers' GGUF loader (our
+# reference
 # for ids) does not know "smollm" and applies the plain GPT-2 split, so prompts tokenize exactly as
-# there. The two differ only on whitespace before a digit ("  1"); ``pre="smollm"`` gives llama.cpp's.
+# there. The two differ only on whitespace before a digit ("  1"); ``pre="smollm"`` gives
+# llama.cpp's.
 GGUF_PRE_AS_TRANSFORMERS: dict[str, str] = {"smollm": "gpt2"}
 
 
@@ -75,9 +79,14 @@ def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's table byte -> printable character, so every byte string is spelled as visible text.
 
     Printable Latin-1 bytes map to themselves; the other 68 bytes (controls, space, ...) map to
-    U+0100.. in order, which is why a leading space shows up as "Ġ" (U+0120) in byte-level vocabularies.
+    U+0100.. in order, which is why a leading space shows up as "Ġ" (U+0120) in byte-level
+    vocabularies.
     """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -89,7 +98,12 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 # HF's ByteLevel step: the byte alphabet, and (use_regex) the GPT-2 split
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_BYTE_LEVEL = {
+    "type": "ByteLevel",
+    "add_prefix_space": False,
+    "trim_offsets": True,
+    "use_regex": True,
+}
 
 
 def hf_pre_tokenizer(rule: PreTokenizer) -> dict[str, Any]:
@@ -99,7 +113,12 @@ def hf_pre_tokenizer(rule: PreTokenizer) -> dict[str, Any]:
         if pattern == DIGIT_PATTERN:
             steps.append({"type": "Digits", "individual_digits": True})
         elif pattern != GPT2_PATTERN:
-            split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
+            split = {
+                "type": "Split",
+                "pattern": {"Regex": pattern},
+                "behavior": "Isolated",
+                "invert": False,
+            }
             steps.append(split)
     byte_level = {**_BYTE_LEVEL, "use_regex": rule.splits[-1] == GPT2_PATTERN}
     return byte_level if not steps else {"type": "Sequence", "pretokenizers": [*steps, byte_level]}
@@ -113,7 +132,9 @@ def splits_from_hf(pre: dict | None, path: Path) -> list[str]:
     elif kind in ("ByteLevel", "Split", "Digits"):
         steps = [pre]
     else:
-        raise TokenizerError(f"{path}: pre_tokenizer {kind!r} is not byte-level; ByteLevelBPETokenizer cannot use it")
+        raise TokenizerError(
+            f"{path}: pre_tokenizer {kind!r} is not byte-level; ByteLevelBPETokenizer cannot use it"
+        )
     splits, byte_level = [], False
     for step in steps:
         kind = step.get("type")
@@ -131,7 +152,9 @@ def splits_from_hf(pre: dict | None, path: Path) -> list[str]:
         else:
             raise TokenizerError(f"{path}: pre_tokenizer step {step} is not supported")
     if not byte_level:
-        raise TokenizerError(f"{path}: pre_tokenizer has no ByteLevel step; ByteLevelBPETokenizer cannot use it")
+        raise TokenizerError(
+            f"{path}: pre_tokenizer has no ByteLevel step; ByteLevelBPETokenizer cannot use it"
+        )
     return splits
 
 
@@ -139,9 +162,14 @@ def gguf_token_kinds(tokens: list[str], types: list[int]) -> tuple[dict[str, int
     """(special tokens, added tokens) of a GGUF vocabulary, text -> id, as transformers reads them.
 
     CONTROL tokens are special; USER_DEFINED ones are added (always matched whole, not special). A
-    CONTROL token spelled outside the byte-level alphabet is a llama.cpp mislabel: an ordinary token.
+    CONTROL token spelled outside the byte-level alphabet is a llama.cpp mislabel: an ordinary
+    token.
     """
     alphabet = set(bytes_to_unicode().values())
-    special = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == TokenType.CONTROL and set(t) <= alphabet}
+    special = {
+        t: i
+        for i, (t, k) in enumerate(zip(tokens, types))
+        if k == TokenType.CONTROL and set(t) <= alphabet
+    }
     added = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == TokenType.USER_DEFINED}
     return special, added

@@ -38,7 +38,9 @@ def detect_tokenizer_format(path: str | Path) -> str:
         return "hf_json"
     if stripped[:15].lower().startswith((b"<!doctype", b"<html")):
         return "html"
-    if re.match(rb"[A-Za-z0-9+/=]+ \d+\r?\n", head):  # "IQ== 0\n": base64 token bytes, then its rank
+    if re.match(
+        rb"[A-Za-z0-9+/=]+ \d+\r?\n", head
+    ):  # "IQ== 0\n": base64 token bytes, then its rank
         return "tiktoken"
     if head[:1] == b"\x0a":  # protobuf field 1 (ModelProto.pieces), length-delimited
         return "sentencepiece"
@@ -46,13 +48,15 @@ def detect_tokenizer_format(path: str | Path) -> str:
 
 
 def expect_format(path: str | Path, expected: str, cls: str) -> Path:
-    """``path`` as a Path if it is a file of format ``expected``; else a TokenizerError naming both."""
+    """``path`` as a Path if it is a file of format ``expected``; else a TokenizerError naming
+    both."""
     path = Path(path)
     if not path.is_file():
         raise TokenizerError(f"{cls}: tokenizer file not found: {path}")
     found = detect_tokenizer_format(path)
     if found != expected:
         raise TokenizerError(
-            f"{cls}: {path} is {FORMAT_NAMES[found]}, not {FORMAT_NAMES[expected]}; try load_tokenizer({str(path)!r})"
+            f"{cls}: {path} is {FORMAT_NAMES[found]}, not {FORMAT_NAMES[expected]}; try "
+            f"load_tokenizer({str(path)!r})"
         )
     return path

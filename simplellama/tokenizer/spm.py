@@ -1,4 +1,5 @@
-"""Llama 2 style SentencePiece ``tokenizer.model`` (a ModelProto), with the Llama 3 ``Tokenizer`` API."""
+"""Llama 2 style SentencePiece ``tokenizer.model`` (a ModelProto), with the Llama 3 ``Tokenizer``
+API."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ class SentencePieceTokenizer:
         try:
             self.sp_model.Load(str(path))
         except (OSError, RuntimeError) as e:
-            raise TokenizerError(f"SentencePieceTokenizer: {path} is not a valid SentencePiece ModelProto: {e}") from e
+            raise TokenizerError(
+                f"SentencePieceTokenizer: {path} is not a valid SentencePiece ModelProto: {e}"
+            ) from e
         sp = self.sp_model
         self.n_words: int = sp.vocab_size()
         self.bos_id: int = sp.bos_id()
@@ -32,11 +35,19 @@ class SentencePieceTokenizer:
         self.eot_id: int = self.eos_id
         self.stop_tokens: list[int] = [self.eos_id]
         self.special_tokens: dict[str, int] = {
-            sp.id_to_piece(i): i for i in range(self.n_words) if sp.is_control(i) or sp.is_unknown(i)
+            sp.id_to_piece(i): i
+            for i in range(self.n_words)
+            if sp.is_control(i) or sp.is_unknown(i)
         }
 
     def encode(
-        self, s: str, *, bos: bool, eos: bool, allowed_special: Specials = None, disallowed_special: Specials = ()
+        self,
+        s: str,
+        *,
+        bos: bool,
+        eos: bool,
+        allowed_special: Specials = None,
+        disallowed_special: Specials = (),
     ) -> list[int]:
         """Encode ``s`` with SentencePiece; allowed special tokens in the text become their ids."""
         allowed = allowed_specials(s, self.special_tokens, allowed_special, disallowed_special)
