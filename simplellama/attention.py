@@ -25,7 +25,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .config import ModelArgs
 from .errors import KVCacheError
@@ -33,12 +33,13 @@ from .kv_cache import KVCache
 from .norm import upcast
 from .rope import apply_rotary_emb
 
+Mask = Tensor | None  # (T, S) bool, True where a query may see a key; None: sees everything
+
 __all__ = ["Attention", "repeat_kv", "causal_mask", "attention_probs", "attend", "attend_sdpa"]
 
 
-def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """(B, S, K, Dh) -> (B, S, K*n_rep, Dh), each kv head repeated n_rep times (head h uses h //
-    G)."""
+def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """(B, S, K, Dh) -> (B, S, K*n_rep, Dh): each kv head n_rep times (head h uses h // G)."""
     B, S, K, Dh = x.shape
     if n_rep == 1:
         return x
@@ -47,35 +48,26 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     )  # (B, S, H, Dh)
 
 
-def causal_mask(
-    T: int, start_pos: int = 0, device: torch.device | str | None = None
-) -> torch.Tensor | None:
-    """Boolean (T, start_pos+T) mask, True where new token i may attend to position j (j <=
-    start_pos + i).
+def causal_mask(T: int, start_pos: int = 0, device: torch.device | str | None = None) -> Mask:
+    """Boolean (T, start_pos+T) mask, True where new token i may see position j <= start_pos + i.
 
     Returns None for T == 1 (a single new token sees everything before it).
     """
     if T == 1:
         return None
-    rows = (
-        torch.arange(T, device=device)[:, None] + start_pos
-    )  # (T, 1) absolute positions of the queries
-    cols = torch.arange(start_pos + T, device=device)[
-        None, :
-    ]  # (1, S) absolute positions of the keys
+    rows = torch.arange(T, device=device)[:, None] + start_pos  # (T, 1) positions of the queries
+    cols = torch.arange(start_pos + T, device=device)[None, :]  # (1, S) positions of the keys
     return cols <= rows  # (T, S)
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def attention_probs(q: Tensor, k: Tensor, mask: Mask) -> Tensor:
     """softmax(q k^T / sqrt(Dh)) over the visible positions, in float32 (float64 stays float64).
 
     q (B, H, T, Dh), k (B, K, S, Dh) with K dividing H, mask (T, S) or None -> (B, H, T, S).
     """
     B, H, T, Dh = q.shape
     K, S = k.shape[1], k.shape[2]
-    q_grouped = q.reshape(
-        B, K, H // K * T, Dh
-    )  # (B, K, G*T, Dh): the G query heads of each kv head
+    q_grouped = q.reshape(B, K, H // K * T, Dh)  # (B, K, G*T, Dh): the G query heads of a kv head
     scores = upcast(q_grouped @ k.transpose(-2, -1)).view(B, H, T, S) / math.sqrt(
         Dh
     )  # (B, H, T, S)
@@ -84,10 +76,8 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None)
     return F.softmax(scores, dim=-1)
 
 
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Explicit scaled dot-product attention: q (B, H, T, Dh), k/v (B, K, S, Dh) -> (B, H, T, Dh).
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Mask) -> Tensor:
+    """Explicit attention: q (B, H, T, Dh), k/v (B, K, S, Dh) -> (B, H, T, Dh).
 
     The weights (``attention_probs``, float32) are cast back to q's dtype before multiplying v.
     """
@@ -99,9 +89,7 @@ def attend(
     )  # (B, K, G*T, Dh) -> (B, H, T, Dh)
 
 
-def attend_sdpa(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-) -> torch.Tensor:
+def attend_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Mask) -> Tensor:
     """``attend`` with torch's fused ``scaled_dot_product_attention``: same shapes, q's dtype kept
     (the kernels accumulate in float32); the boolean mask is used as given."""
     return F.scaled_dot_product_attention(
@@ -112,9 +100,9 @@ def attend_sdpa(
 class Attention(nn.Module):
     """GQA self-attention with Meta's parameter names ``wq``, ``wk``, ``wv``, ``wo`` (no biases).
 
-    ``use_sdpa``: True runs ``attend_sdpa``, False the explicit ``attend``, None (default) picks the
-    faster: the fused kernel except for bf16/fp16 on CPU, where torch's fused kernel is slower than
-    the explicit form. The KV cache (``self.cache``) is attached by ``Transformer.setup_cache``.
+    ``use_sdpa``: True runs ``attend_sdpa``, False the explicit ``attend``, None (default) the
+    faster: the fused kernel except for bf16/fp16 on CPU, where torch's kernel is the slower. The
+    KV cache (``self.cache``) is attached by ``Transformer.setup_cache``.
     """
 
     def __init__(
@@ -136,9 +124,7 @@ class Attention(nn.Module):
         self.use_sdpa = use_sdpa
         self.cache: KVCache | None = None
 
-    def project(
-        self, x: torch.Tensor, start_pos: int | None, freqs_cis: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(self, x: Tensor, start_pos: int | None, freqs_cis: Tensor) -> tuple[Tensor, ...]:
         """q (B, H, T, Dh) after RoPE; k, v (B, K, S, Dh) of every visible position.
 
         ``start_pos=None``: no cache, the T new positions only (S = T); else the new keys and values
@@ -151,35 +137,20 @@ class Attention(nn.Module):
         xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
         if start_pos is not None:
             if self.cache is None:
-                raise KVCacheError(
-                    "Attention: start_pos given but no KV cache (call setup_cache first)"
-                )
+                raise KVCacheError("Attention: start_pos given but no KV cache (call setup_cache)")
             xk, xv = self.cache.update(start_pos, xk, xv)  # (B, S, K, Dh)
         return xq.transpose(1, 2), xk.transpose(1, 2), xv.transpose(1, 2)  # (B, heads, T or S, Dh)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        start_pos: int | None,
-        freqs_cis: torch.Tensor,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """x (B, T, D), freqs_cis (T, Dh/2) for positions start_pos.., mask (T, S) or None -> (B, T,
-        D)."""
+    def forward(self, x: Tensor, start_pos: int | None, freqs_cis: Tensor, mask: Mask) -> Tensor:
+        """x (B, T, D), freqs_cis (T, Dh/2) of positions start_pos.., mask (T, S) -> (B, T, D)."""
         B, T, _ = x.shape
         q, k, v = self.project(x, start_pos, freqs_cis)
         fused = self.use_sdpa if self.use_sdpa is not None else q.is_cuda or q.dtype.itemsize >= 4
         out = attend_sdpa(q, k, v, mask) if fused else attend(q, k, v, mask)  # (B, H, T, Dh)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, H*Dh) -> (B, T, D)
 
-    def probs(
-        self,
-        x: torch.Tensor,
-        start_pos: int | None,
-        freqs_cis: torch.Tensor,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """The attention weights (B, H, T, S) of every head: ``forward``'s arguments, so a forward
-        pre-hook (``register_forward_pre_hook``) can capture a real model's heads."""
+    def probs(self, x: Tensor, start_pos: int | None, freqs_cis: Tensor, mask: Mask) -> Tensor:
+        """The attention weights (B, H, T, S) of every head from ``forward``'s arguments, so a
+        forward pre-hook (``register_forward_pre_hook``) can capture a real model's heads."""
         q, k, _ = self.project(x, start_pos, freqs_cis)
         return attention_probs(q, k, mask)

@@ -5,8 +5,7 @@ measures: load time (file -> model ready), prefill tok/s (one forward over a P-t
 the KV cache), decode tok/s (N greedy one-token steps reusing the cache) and peak RSS. Every forward
 computes the logits of the last position only, as generation does. Timings are medians over
 ``--repeat`` runs (options: ``cli.add_bench_arguments``). ``benchmarks/compare_transformers.py``
-runs
-the same loop on transformers beside it (``make bench``), reusing ``measure``.
+runs the same loop on transformers beside it (``make bench``), reusing ``measure``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Meta's checkpoints describe the architecture in ``params.json``; this dataclass uses the same field
 names so that file loads as is (``ModelArgs.from_dict(json.load(f))``). A few fields that Meta's
-file
-does not carry are added for other formats (HF ``config.json``, GGUF metadata) and for RoPE scaling,
-which Meta's reference code hard-codes (``llama_models/llama3/model.py: apply_scaling``).
+file does not carry are added for other formats (HF ``config.json``, GGUF metadata) and for RoPE
+scaling, which Meta's reference code hard-codes (``llama_models/llama3/model.py: apply_scaling``).
 
 FFN size (Meta, ``llama3/model.py: FeedForward``)::
 
@@ -13,9 +12,8 @@ FFN size (Meta, ``llama3/model.py: FeedForward``)::
     hidden = multiple_of * ceil(hidden / multiple_of)
 
 RoPE scaling: Llama 3.1 uses factor 8; Llama 3.2 1B/3B use 32 (their HF ``config.json`` says so),
-but
-Meta's ``params.json`` only says ``use_scaled_rope: true``. When no factor is given we recognise the
-3.2 1B/3B shapes and use 32, otherwise 8; an explicit ``rope_scaling_factor`` always wins.
+but Meta's ``params.json`` only says ``use_scaled_rope: true``. When no factor is given we recognise
+the 3.2 1B/3B shapes and use 32, otherwise 8; an explicit ``rope_scaling_factor`` always wins.
 """
 
 from __future__ import annotations
@@ -178,8 +176,7 @@ class ModelArgs:
         """Build from a Meta ``params.json`` dict; unknown keys are rejected with their name.
 
         ``rope_scaling`` written HF style (``{"rope_type"|"type": "llama3", "factor": 32, ...}``) is
-        accepted.
-        ``overrides`` win over the dict (e.g. ``max_seq_len``, ``rope_scaling_factor``).
+        accepted. ``overrides`` win over the dict (e.g. ``max_seq_len``, ``rope_scaling_factor``).
         """
         d = dict(d)
         rope_scaling = d.pop("rope_scaling", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
+
 from LogRelay import get_relay
 
 from .errors import DeviceError

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
+
 from LogRelay import get_relay
 
 from .chat_format import ChatFormat, ChatTemplate, Dialog, Message
@@ -228,8 +229,8 @@ class Llama:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the
-        tokenizer
-        says it adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g. SmolLM2)."""
+        tokenizer says it adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g.
+        SmolLM2)."""
         return self.tokenizer.encode(
             prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False
         )

@@ -7,8 +7,7 @@ Follows Meta's ``llama_models/llama3/model.py`` (without fairscale model paralle
     logits = output(norm(h))          (float32)
 
 Parameter names are Meta's (``layers.0.attention.wq.weight`` ...), so a ``consolidated.00.pth``
-loads
-with ``load_state_dict(strict=True)``. With tied embeddings ``output.weight`` *is*
+loads with ``load_state_dict(strict=True)``. With tied embeddings ``output.weight`` *is*
 ``tok_embeddings.weight`` and the state dict still carries both keys.
 
 Two ways to run: ``forward(tokens)`` (``start_pos=None``) is a plain causal pass over ``tokens``
@@ -23,8 +22,9 @@ from __future__ import annotations
 import operator
 
 import torch
+from torch import Tensor, nn
+
 from LogRelay import get_relay
-from torch import nn
 
 from .attention import Attention, causal_mask
 from .config import ModelArgs
@@ -34,6 +34,10 @@ from .kv_cache import KVCache
 from .norm import RMSNorm, upcast
 from .rope import freqs_cis_from_args, rope_description
 
+Device = torch.device | str | None
+DType = torch.dtype | None
+Mask = Tensor | None
+
 __all__ = ["ModelError", "TransformerBlock", "Transformer"]
 
 log = get_relay("simplellama.model")
@@ -42,13 +46,7 @@ log = get_relay("simplellama.model")
 class TransformerBlock(nn.Module):
     """Pre-norm decoder layer: attention and SwiGLU, each wrapped in RMSNorm + residual."""
 
-    def __init__(
-        self,
-        layer_id: int,
-        args: ModelArgs,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, layer_id: int, args: ModelArgs, device: Device = None, dtype: DType = None):
         super().__init__()
         self.layer_id = layer_id
         self.attention = Attention(args, device=device, dtype=dtype)
@@ -56,13 +54,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        start_pos: int | None,
-        freqs_cis: torch.Tensor,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, x: Tensor, start_pos: int | None, freqs_cis: Tensor, mask: Mask) -> Tensor:
         """x (B, T, D) -> (B, T, D)."""
         h = x + self.attention(self.attention_norm(x), start_pos, freqs_cis, mask)
         return h + self.feed_forward(self.ffn_norm(h))
@@ -71,19 +63,12 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Llama 3.x language model: tokens (B, T) -> float32 logits (B, T, V)."""
 
-    def __init__(
-        self,
-        args: ModelArgs,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, args: ModelArgs, device: Device = None, dtype: DType = None) -> None:
         super().__init__()
         self.args = args
         emb = torch.empty(args.vocab_size, args.dim, device=device, dtype=dtype)  # (V, D)
-        if (
-            not emb.is_meta
-        ):  # nn.Embedding's N(0, 1) init; on "meta" (loaders) normal_ would import torch's
-            nn.init.normal_(emb)  # compiler stack (~1 s) to fill nothing
+        if not emb.is_meta:  # nn.Embedding's N(0, 1); on "meta" (loaders) it would only cost time
+            nn.init.normal_(emb)
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=emb)
         self.layers = nn.ModuleList(
             TransformerBlock(i, args, device, dtype) for i in range(args.n_layers)
@@ -92,45 +77,31 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False, device=device, dtype=dtype)
         if args.tie_word_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one (V, D) tensor, two names
-        # RoPE table for 2 * max_seq_len positions, as Meta's: a plain attribute (not in the state
-        # dict;
-        # model.to(dtype) leaves it complex), on the CPU; forward moves the rows it uses. complex64,
-        # or
-        # complex128 for float64 models (reference checks).
-        real = (
-            torch.float64
-            if (dtype or torch.get_default_dtype()) == torch.float64
-            else torch.float32
-        )
-        self.freqs_cis = freqs_cis_from_args(args, 2 * args.max_seq_len, device="cpu", dtype=real)
+        # RoPE table for 2 * max_seq_len positions as Meta's: a plain attribute (not in the state
+        # dict, left complex by model.to(dtype)) on the CPU, complex128 for float64 models.
+        wide = (dtype or torch.get_default_dtype()) == torch.float64
+        real = torch.float64 if wide else torch.float32
+        self.freqs_cis = freqs_cis_from_args(args, 2 * args.max_seq_len, "cpu", real)  # (2S, Dh/2)
         log.info("%s", rope_description(args))
 
     def setup_cache(self, max_batch_size: int | None = None, max_seq_len: int | None = None) -> int:
-        """(Re)allocate every layer's KV cache for ``max_batch_size`` x ``max_seq_len``; returns its
-        bytes.
+        """(Re)allocate every layer's KV cache for B x S positions (default: ``args``); its bytes.
 
-        Defaults come from ``args``. Size it from the request (prompt + new tokens), not the model's
-        maximum: the cache of Llama 3.1 8B for 4 x 128k positions in bf16 would be 64 GiB.
+        Size it from the request (prompt + new tokens), not the model's maximum: the cache of
+        Llama 3.1 8B for 4 x 128k positions in bf16 would be 64 GiB.
         """
         B = self.args.max_batch_size if max_batch_size is None else max_batch_size
         S = self.args.max_seq_len if max_seq_len is None else max_seq_len
-        weight = self.tok_embeddings.weight
-        # inference_mode(False): plain tensors even when called under torch.inference_mode(), so the
-        # cache stays writable and the RoPE table usable by a later training forward.
+        w = self.tok_embeddings.weight
+        # plain tensors even under torch.inference_mode(): usable by any later call, also training
         with torch.inference_mode(False):
             for layer in self.layers:
-                attn = layer.attention
-                attn.cache = None  # free the old buffers before allocating new ones
-                attn.cache = KVCache(
-                    B, S, attn.n_kv_heads, attn.head_dim, device=weight.device, dtype=weight.dtype
-                )
+                a = layer.attention
+                a.cache = None  # free the old buffers before allocating new ones
+                a.cache = KVCache(B, S, a.n_kv_heads, a.head_dim, device=w.device, dtype=w.dtype)
             self._rope(S)
         log.info(
-            "KV cache: %d x %d positions, %s, %.1f MiB",
-            B,
-            S,
-            weight.dtype,
-            self.cache_bytes / 2**20,
+            "KV cache: %d x %d positions, %s, %.1f MiB", B, S, w.dtype, self.cache_bytes / 2**20
         )
         return self.cache_bytes
 
@@ -142,15 +113,11 @@ class Transformer(nn.Module):
     @property
     def cache_bytes(self) -> int:
         """Bytes held by the KV caches (0 when none is allocated)."""
-        return sum(
-            layer.attention.cache.nbytes
-            for layer in self.layers
-            if layer.attention.cache is not None
-        )
+        caches = [layer.attention.cache for layer in self.layers]
+        return sum(c.nbytes for c in caches if c is not None)
 
-    def _rope(self, end: int) -> torch.Tensor:
-        """The RoPE table, extended (outside inference mode) when positions up to ``end`` do not
-        fit."""
+    def _rope(self, end: int) -> Tensor:
+        """The RoPE table, extended (outside inference mode) to hold positions up to ``end``."""
         if end > len(self.freqs_cis):
             with torch.inference_mode(False):
                 self.freqs_cis = freqs_cis_from_args(
@@ -159,19 +126,14 @@ class Transformer(nn.Module):
         return self.freqs_cis
 
     def forward(
-        self, tokens: torch.Tensor, start_pos: int | None = None, logits_to_keep: int = 0
-    ) -> torch.Tensor:
-        """Logits (B, T, V) in float32 for tokens (B, T) at positions ``start_pos ..
-        start_pos+T-1``.
+        self, tokens: Tensor, start_pos: int | None = None, logits_to_keep: int = 0
+    ) -> Tensor:
+        """Logits (B, T, V) in float32 for tokens (B, T) at positions ``start_pos`` .. + T - 1.
 
-        ``start_pos=None``: causal forward over ``tokens`` alone, without the cache, gradients
-        enabled.
-        ``start_pos`` int: uses and fills the KV cache (allocated from ``args`` if missing), no
-        gradients.
+        ``start_pos=None``: causal forward over ``tokens`` alone, no cache, gradients enabled; an
+        int: uses and fills the KV cache (allocated from ``args`` if missing), no gradients.
         ``logits_to_keep`` n > 0: logits of the last n positions only, (B, n, V) (transformers'
-        argument
-        of that name): sampling needs only the last one, and the output projection is the largest
-        matmul of a prefill.
+        name): sampling needs only the last; the output projection is a prefill's largest matmul.
         """
         pos = _check_inputs(tokens, start_pos, logits_to_keep)
         if pos is None:
@@ -181,27 +143,20 @@ class Transformer(nn.Module):
         with torch.no_grad():
             return self._forward(tokens, pos, logits_to_keep)
 
-    def _forward(
-        self, tokens: torch.Tensor, start_pos: int | None, logits_to_keep: int
-    ) -> torch.Tensor:
+    def _forward(self, tokens: Tensor, start_pos: int | None, logits_to_keep: int) -> Tensor:
         T, pos = tokens.shape[1], start_pos or 0
         h = self.tok_embeddings(tokens)  # (B, T, D)
-        freqs_cis = self._rope(pos + T)[pos : pos + T].to(
-            h.device
-        )  # (T, Dh/2) rows of these positions
+        freqs_cis = self._rope(pos + T)[pos : pos + T].to(h.device)  # (T, Dh/2)
         mask = causal_mask(T, pos, device=h.device)  # (T, S) bool, or None when T == 1
         for layer in self.layers:
             h = layer(h, start_pos, freqs_cis, mask)  # (B, T, D)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]  # (B, n, D): only these positions need logits
-        return upcast(
-            self.output(self.norm(h))
-        )  # (B, T or n, V) float32 (float64 for float64 weights)
+        return upcast(self.output(self.norm(h)))  # (B, T or n, V) float32 (or float64)
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
-        """Fresh weights for training from scratch: N(0, std) matrices and embeddings, norm scales
-        1."""
+        """Fresh weights for training from scratch: N(0, std) matrices and embeddings, norms 1."""
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 module.weight.normal_(0.0, std, generator=generator)
@@ -209,30 +164,24 @@ class Transformer(nn.Module):
                 module.weight.fill_(1.0)
 
 
-def _check_inputs(tokens: torch.Tensor, start_pos: int | None, logits_to_keep: int) -> int | None:
-    """The public entry's cheap checks (the layers have none); returns ``start_pos`` as an int or
-    None."""
+def _check_inputs(tokens: Tensor, start_pos: int | None, logits_to_keep: int) -> int | None:
+    """The public entry's cheap checks (the layers have none); ``start_pos`` as an int or None."""
+    where = "Transformer.forward"
     if (
         isinstance(logits_to_keep, bool)
         or not isinstance(logits_to_keep, int)
         or logits_to_keep < 0
     ):
-        raise ModelError(
-            f"Transformer.forward: logits_to_keep must be an int >= 0, found {logits_to_keep!r}"
-        )
+        raise ModelError(f"{where}: logits_to_keep must be an int >= 0, found {logits_to_keep!r}")
     if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
         found = f"{tokens.dtype} {tuple(tokens.shape)}"
-        raise ModelError(f"Transformer.forward: tokens must be integer (B, T), found {found}")
+        raise ModelError(f"{where}: tokens must be integer (B, T), found {found}")
     if start_pos is None:
         return None
-    try:
-        pos = (
-            -1 if isinstance(start_pos, bool) else operator.index(start_pos)
-        )  # int, numpy int, int tensor
+    try:  # int, numpy int, int tensor
+        pos = -1 if isinstance(start_pos, bool) else operator.index(start_pos)
     except TypeError:
         pos = -1
     if pos < 0:
-        raise ModelError(
-            f"Transformer.forward: start_pos must be None or an int >= 0, found {start_pos!r}"
-        )
+        raise ModelError(f"{where}: start_pos must be None or an int >= 0, found {start_pos!r}")
     return pos

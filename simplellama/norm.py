@@ -1,9 +1,8 @@
 """RMSNorm (Zhang & Sennrich 2019): scale each vector by the inverse root of its mean square.
 
 ``y = x / sqrt(mean(x**2) + eps) * weight``, no mean subtraction and no bias (cheaper than
-LayerNorm).
-Computed in float32 whatever the input dtype, then cast back before the learned scale, exactly as
-Meta's ``llama_models/llama3/model.py: RMSNorm`` (and HF ``LlamaRMSNorm``) do.
+LayerNorm). Computed in float32 whatever the input dtype, then cast back before the learned scale,
+exactly as Meta's ``llama_models/llama3/model.py: RMSNorm`` (and HF ``LlamaRMSNorm``) do.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from LogRelay import get_relay
 from torch import nn
+
+from LogRelay import get_relay
 
 from .devices import pick_device
 from .errors import ParallelError
@@ -145,9 +146,8 @@ def shutdown_distributed(exit_code: int | None = None) -> None:
 
     With ``exit_code`` (non-zero: no barrier), a rank that was in a group then ends the process with
     ``os._exit`` after flushing stdout/stderr: with gloo (torch 2.13) the normal interpreter exit
-    sometimes aborts in a
-    background thread ("terminate called without an active exception", exit -6), which torchrun
-    reports as a failed rank.
+    sometimes aborts in a background thread ("terminate called without an active exception", exit
+    -6), which torchrun reports as a failed rank.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return

@@ -1,14 +1,11 @@
 """Checkpoints: one entry point for Meta dirs, Hugging Face dirs and GGUF files.
 
 Every format is translated once, into Meta's parameter names (the names ``Transformer`` uses), by
-the
-table in ``keys.py``, so ``model.load_state_dict(ckpt.state_dict, strict=True)`` works for all::
+the table in ``keys.py``, so ``model.load_state_dict(ckpt.state_dict, strict=True)`` works for all::
 
     ckpt = load_checkpoint("Llama3.2-1B")       # Meta dir: params.json + consolidated.NN.pth
-    (meta.py)
-    ckpt = load_checkpoint("Llama-3.2-1B-hf")   # HF dir: config.json + *.safetensors
-    (hf.py)
-    ckpt = load_checkpoint("model.Q4_1.gguf")   # GGUF file
+    (meta.py) ckpt = load_checkpoint("Llama-3.2-1B-hf")   # HF dir: config.json + *.safetensors
+    (hf.py) ckpt = load_checkpoint("model.Q4_1.gguf")   # GGUF file
     (gguf.py)
     model, args = load_model()                  # the embedded SmolLM2-135M GGUF
 
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from LogRelay import get_relay
 
 from ..assets import default_model_path
@@ -179,9 +177,8 @@ def load_for_inference(
 
     The model is built on the ``meta`` device (no memory) and the loaded tensors become its
     parameters, so there is no second copy of the weights. ``model_parallel_size`` (default: the
-    world
-    size under torchrun, else 1) > 1 gives this rank's slice (``sharded.py``); the checkpoint then
-    carries args, tokenizer and chat template, and an empty ``state_dict``.
+    world size under torchrun, else 1) > 1 gives this rank's slice (``sharded.py``); the checkpoint
+    then carries args, tokenizer and chat template, and an empty ``state_dict``.
     """
     W = resolve_model_parallel_size(model_parallel_size)
     if W == 1:

@@ -28,6 +28,7 @@ import gguf
 import numpy as np
 import torch
 from gguf import GGUFValueType, Keys, TokenType, quants
+
 from LogRelay import get_relay
 
 from ..config import ModelArgs
@@ -61,12 +62,11 @@ class FastGGUFReader(gguf.GGUFReader):
     """``gguf.GGUFReader`` with a faster parse of metadata arrays.
 
     The stock reader calls ``_get`` (several numpy calls) for every element of an array field:
-    parsing
-    the 49152 tokens + 48900 merges of a Llama 3 style vocabulary takes seconds. This subclass walks
-    little-endian arrays with ``struct`` and slices the memory map once per element, producing the
-    same
-    ``ReaderField`` parts (tests compare every field with the stock reader; it overrides a private
-    method, so pyproject.toml pins gguf). Big-endian files and nested arrays take the stock path.
+    parsing the 49152 tokens + 48900 merges of a Llama 3 style vocabulary takes seconds. This
+    subclass walks little-endian arrays with ``struct`` and slices the memory map once per element,
+    producing the same ``ReaderField`` parts (tests compare every field with the stock reader; it
+    overrides a private method, so pyproject.toml pins gguf). Big-endian files and nested arrays
+    take the stock path.
     """
 
     def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list, list[int], list]:
@@ -253,9 +253,8 @@ def load_gguf(
     default fp32).
 
     ``with_tokenizer`` builds the tokenizer, ``tokenizer_files`` the HF tokenizer.json content (for
-    convert),
-    both from the same parsed file (parsing the vocabulary metadata is the slow part of opening a
-    GGUF).
+    convert), both from the same parsed file (parsing the vocabulary metadata is the slow part of
+    opening a GGUF).
     """
     dtype = torch.float32 if dtype is None else dtype
     return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, header_only=False)
@@ -263,8 +262,8 @@ def load_gguf(
 
 def read_gguf_header(path: Path, overrides: dict[str, Any]) -> Checkpoint:
     """A GGUF file's args, tokenizer and weights as ``meta``-device float32 tensors (what
-    ``load_gguf``
-    would give), from its metadata and tensor infos: no weight is read or dequantized."""
+    ``load_gguf`` would give), from its metadata and tensor infos: no weight is read or
+    dequantized."""
     return _read(path, torch.float32, overrides, True, False, header_only=True)
 
 

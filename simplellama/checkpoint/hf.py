@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from LogRelay import get_relay
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError, RopeError

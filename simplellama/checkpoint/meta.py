@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from LogRelay import get_relay
 
 from ..config import ModelArgs

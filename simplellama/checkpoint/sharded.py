@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from LogRelay import get_relay
 from torch import nn
+
+from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ParallelError
@@ -91,8 +92,7 @@ def rank_range(
     holds.
 
     None for replicated tensors (norms). The same function describes a Meta checkpoint's shard i of
-    N
-    (``rank_range(key, args, N, i)``), which is what makes re-slicing a checkpoint a matter of
+    N (``rank_range(key, args, N, i)``), which is what makes re-slicing a checkpoint a matter of
     ranges.
     """
     dim, module, W, r = shard_dim(key), module_of(key), world_size, rank
@@ -126,11 +126,9 @@ def parallelize(
     slices.
 
     The model may hold real weights (they are sliced and copied) or live on the ``meta`` device
-    (then
-    load this rank's state dict with ``load_state_dict(sd, assign=True)``). Defaults: the process
-    group's
-    size and rank. ``embedding``: ``"vocab"`` (Llama 3) or ``"dim"`` (Llama 2) split of
-    tok_embeddings.
+    (then load this rank's state dict with ``load_state_dict(sd, assign=True)``). Defaults: the
+    process group's size and rank. ``embedding``: ``"vocab"`` (Llama 3) or ``"dim"`` (Llama 2) split
+    of tok_embeddings.
     """
     W0, r0 = world_info()
     W, r = (W0 if world_size is None else world_size), (r0 if rank is None else rank)

@@ -9,9 +9,8 @@ Face
   ``tokenizer.json`` (SmolLM2, the default model, uses it), written out in plain Python.
 
 ``load_tokenizer(path)`` looks at a file's content (``sniff.py``), not its name, and picks the
-class.
-Pre-tokenizer rules live in one table (``rules.py``); ``streaming.py`` turns a token stream into
-text.
+class. Pre-tokenizer rules live in one table (``rules.py``); ``streaming.py`` turns a token stream
+into text.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 
 Same interface as the Llama 3 ``Tokenizer`` (``llama3.py``). SmolLM2, the default model, uses it.
 Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes, spell
-each piece's
-UTF-8 bytes as printable characters (``bytes_to_unicode``), then merge the adjacent pair with the
-best (lowest)
-merge rank until no merge applies.
+each piece's UTF-8 bytes as printable characters (``bytes_to_unicode``), then merge the adjacent
+pair with the best (lowest) merge rank until no merge applies.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from typing import Any
 
 import gguf
 import regex
+
 from LogRelay import get_relay
 
 from ..errors import TokenizerError
@@ -49,8 +48,8 @@ _END_TOKENS = (
 
 def hf_chat_template(directory: Path, tokenizer_config: dict[str, Any]) -> str | None:
     """The chat template of an HF tokenizer directory, read as transformers reads it:
-    ``chat_template.jinja``
-    (where transformers 5 saves it) takes priority over ``tokenizer_config.json``'s
+    ``chat_template.jinja`` (where transformers 5 saves it) takes priority over
+    ``tokenizer_config.json``'s
     ``chat_template`` string."""
     jinja_file = Path(directory) / "chat_template.jinja"
     if jinja_file.is_file():
@@ -63,9 +62,8 @@ class ByteLevelBPETokenizer:
     """GPT-2 style byte-level BPE (vocabulary + ranked merges), with the ``Tokenizer`` interface.
 
     Encoding: cut the text at special/added tokens, split the rest with the pre-tokenizer regexes,
-    spell each piece's
-    UTF-8 bytes with ``bytes_to_unicode``, then merge adjacent symbols by best merge rank until no
-    merge applies.
+    spell each piece's UTF-8 bytes with ``bytes_to_unicode``, then merge adjacent symbols by best
+    merge rank until no merge applies.
     """
 
     def __init__(
@@ -193,8 +191,7 @@ class ByteLevelBPETokenizer:
         """Build from a Hugging Face ``tokenizer.json`` (BPE model, byte-level pre-tokenizer).
 
         ``tokenizer_config`` (default: ``tokenizer_config.json`` beside it, if present) gives the
-        bos/eos/pad/unk
-        token names and the chat template (transformers 5 writes the template to
+        bos/eos/pad/unk token names and the chat template (transformers 5 writes the template to
         ``chat_template.jinja``).
         """
         path = expect_format(tokenizer_json, "hf_json", "ByteLevelBPETokenizer.from_hf")

@@ -21,8 +21,7 @@ def allowed_specials(
     semantics).
 
     ``allowed`` ("all" or names) become ids, ``disallowed`` ("all" = every special not allowed)
-    raise
-    when ``s`` contains them, the rest are plain text.
+    raise when ``s`` contains them, the rest are plain text.
     """
     if not isinstance(s, str):
         raise TokenizerError(f"encode: expected a str, found {type(s).__name__}")

@@ -3,9 +3,9 @@
 Follows ``llama_models/llama3/tokenizer.py``: ``encode(s, *, bos, eos, allowed_special=None,
 disallowed_special=()) -> list[int]``, ``decode(ids) -> str``, ``bos_id``, ``eos_id``, ``pad_id``,
 ``stop_tokens``, ``special_tokens`` (text -> id) and ``n_words``. The other tokenizers of this
-package
-share that interface. Special tokens follow Meta: by default their text is encoded as ordinary text;
-``allowed_special="all"`` (or a set) turns them into their ids, ``disallowed_special="all"`` raises.
+package share that interface. Special tokens follow Meta: by default their text is encoded as
+ordinary text; ``allowed_special="all"`` (or a set) turns them into their ids,
+``disallowed_special="all"`` raises.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import tiktoken
+
 from LogRelay import get_relay
 
 from ..errors import TokenizerError
