@@ -47,6 +47,25 @@ class Batch:
         self.logprobs = torch.zeros((B, total_len), device=device) if logprobs else None
         self.done = torch.zeros(B, dtype=torch.bool, device=device)
 
+    def results(
+        self, echo: bool, stop: set[int]
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
+        """Per prompt, the generated tokens (prompt + generated with ``echo``) up to the first
+        generated stop token, and their logprobs (None unless recorded)."""
+        all_tokens = self.tokens.tolist()
+        all_logprobs = self.logprobs.tolist() if self.logprobs is not None else None
+        out_tokens, out_logprobs = [], []
+        max_gen = self.total_len - max(self.prompt_lens)
+        for i, n in enumerate(self.prompt_lens):
+            start, end = (0 if echo else n), n + max_gen
+            toks = all_tokens[i][start:end]
+            # cut at the first stop token among the *generated* ones (an echoed prompt may have one)
+            cut = next((j for j in range(n - start, len(toks)) if toks[j] in stop), len(toks))
+            out_tokens.append(toks[:cut])
+            if all_logprobs is not None:
+                out_logprobs.append(all_logprobs[i][start:end][:cut])
+        return out_tokens, (out_logprobs if all_logprobs is not None else None)
+
 
 def check_request(
     prompt_tokens: Sequence[Sequence[int]], max_gen_len: int | None, args: ModelArgs

@@ -29,19 +29,11 @@ from .errors import CheckpointError, GenerationError
 from .sampling import sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
 from .tokenizer import Tokenizer, load_tokenizer, stream_text
 
+# the sampling functions live in sampling.py; re-exported here
 __all__ = [
-    "GenerationError",
-    "Message",
-    "Dialog",
-    "CompletionPrediction",
-    "ChatPrediction",
-    "Llama",
-    "sample_greedy",  # the sampling functions live in sampling.py; re-exported here
-    "top_k_probs",
-    "top_p_probs",
-    "sample_top_p",
-    "sample",
-]
+    "GenerationError", "Message", "Dialog", "CompletionPrediction", "ChatPrediction", "Llama",
+    "sample_greedy", "top_k_probs", "top_p_probs", "sample_top_p", "sample",
+]  # fmt: skip
 
 log = get_relay("simplellama.generation")
 
@@ -58,22 +50,12 @@ class ChatPrediction(TypedDict, total=False):
     logprobs: list[float]
 
 
-# ---------------------------------------------------------------------------------------------
-# Llama: model + tokenizer + chat formatter, with Meta's generation API
-# ---------------------------------------------------------------------------------------------
-
-
 class Llama:
-    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``,
-    ``.formatter``."""
+    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``
+    (ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout)."""
 
     def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.args = args
-        self.formatter = (
-            formatter  # ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout
-        )
+        self.model, self.tokenizer, self.args, self.formatter = model, tokenizer, args, formatter
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -94,15 +76,12 @@ class Llama:
             ckpt_dir: checkpoint path; None loads the embedded SmolLM2 GGUF.
             tokenizer_path: tokenizer file; None uses the one beside (or inside) the checkpoint.
             max_seq_len: longest prompt + generation served.
-            max_batch_size: most prompts per ``generate`` call (longer lists are split by the
-            completions).
+            max_batch_size: most prompts per ``generate`` call (completions split longer lists).
             device: None -> CUDA if available else CPU.
             dtype: None -> float32 on CPU, bfloat16 (or float16) on CUDA.
             seed: seed of the sampling generator.
-            model_parallel_size: ranks sharing the model (default: the world size under torchrun,
-            else 1);
-                > 1 loads this rank's slice (``checkpoint/sharded.py``). Unknown arguments are
-                errors.
+            model_parallel_size: ranks sharing the model (default: torchrun's world size, else 1);
+                > 1 loads this rank's slice (``checkpoint/sharded.py``).
         """
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
@@ -111,56 +90,37 @@ class Llama:
             ckpt_dir, device, dtype, model_parallel_size, with_tokenizer=not tokenizer_path,
             max_seq_len=max_seq_len, max_batch_size=max_batch_size,
         )  # fmt: skip
-        path = ckpt.path
+        path, vocab = ckpt.path, ckpt.args.vocab_size
         tokenizer = load_tokenizer(str(tokenizer_path)) if tokenizer_path else ckpt.tokenizer
         if tokenizer is None:
-            raise CheckpointError(
-                f"{path}: no tokenizer found with the checkpoint (tokenizer.model or "
-                "tokenizer.json): "
-                "pass tokenizer_path"
-            )
-        if (
-            tokenizer.n_words > ckpt.args.vocab_size
-        ):  # ids past the embedding table would crash mid-generation
+            found = "(tokenizer.model or tokenizer.json): pass tokenizer_path"
+            raise CheckpointError(f"{path}: no tokenizer found with the checkpoint {found}")
+        if tokenizer.n_words > vocab:  # ids past the embedding table would crash mid-generation
             raise CheckpointError(
                 f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the "
-                "model's vocab_size is "
-                f"{ckpt.args.vocab_size}: wrong tokenizer for this checkpoint?"
+                f"model's vocab_size is {vocab}: wrong tokenizer for this checkpoint?"
             )
         if ckpt.chat_template:
             formatter = ChatTemplate(ckpt.chat_template, tokenizer)
-        elif isinstance(tokenizer, Tokenizer):
-            formatter = ChatFormat(tokenizer)
         else:
-            formatter = None
-        log.info(
-            "loaded %s (%s, %s, %s) in %.1f s",
-            path,
-            ckpt.format,
-            dtype,
-            device,
-            time.perf_counter() - t0,
-        )
+            formatter = ChatFormat(tokenizer) if isinstance(tokenizer, Tokenizer) else None
+        took = time.perf_counter() - t0
+        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, took)
         return Llama(model, tokenizer, ckpt.args, formatter, seed=seed)
 
-    # ---- the decode loop ----
+    # ---- the decode loop (decode.py) ----
 
-    def _prepare(
-        self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int | None, logprobs: bool
-    ) -> Batch:
-        """Check a request, size the KV cache from it, and lay the prompts out in a buffer."""
-        prompts = [list(p) for p in prompt_tokens]
+    def _steps(self, prompts, max_gen_len, logprobs, temperature, top_p, top_k) -> tuple:
+        """Check a request, size the KV cache from it; (its token buffer, the steps filling it)."""
+        prompts = [list(p) for p in prompts]
         total_len = check_request(prompts, max_gen_len, self.args)
         self.model.setup_cache(
             len(prompts), total_len
         )  # sized from this request; the model logs it
-        return Batch(prompts, total_len, self.device, logprobs)
-
-    def _steps(
-        self, batch: Batch, temperature: float, top_p: float, top_k: int | None
-    ) -> Iterator[int]:
+        batch = Batch(prompts, total_len, self.device, logprobs)
         stop = self.tokenizer.stop_tokens
-        return decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator)
+        steps = decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator)
+        return batch, steps
 
     @torch.inference_mode()
     def generate(
@@ -186,24 +146,10 @@ class Llama:
             (tokens, logprobs): per prompt, the new tokens (prompt + new with ``echo``) up to and
             excluding the first stop token; logprobs None unless requested.
         """
-        batch = self._prepare(prompt_tokens, max_gen_len, logprobs)
-        for _ in self._steps(batch, temperature, top_p, top_k):
+        batch, steps = self._steps(prompt_tokens, max_gen_len, logprobs, temperature, top_p, top_k)
+        for _ in steps:
             pass
-        stop = set(self.tokenizer.stop_tokens)
-        all_tokens = batch.tokens.tolist()
-        all_logprobs = batch.logprobs.tolist() if batch.logprobs is not None else None
-        out_tokens, out_logprobs = [], []
-        max_gen = batch.total_len - max(batch.prompt_lens)
-        for i, n in enumerate(batch.prompt_lens):
-            start, end = (0 if echo else n), n + max_gen
-            toks = all_tokens[i][start:end]
-            # cut at the first stop token among the *generated* ones (an echoed prompt may contain
-            # some)
-            cut = next((j for j in range(n - start, len(toks)) if toks[j] in stop), len(toks))
-            out_tokens.append(toks[:cut])
-            if all_logprobs is not None:
-                out_logprobs.append(all_logprobs[i][start:end][:cut])
-        return out_tokens, (out_logprobs if logprobs else None)
+        return batch.results(echo, set(self.tokenizer.stop_tokens))
 
     @torch.inference_mode()
     def generate_stream(
@@ -214,11 +160,10 @@ class Llama:
         top_p: float = 0.9,
         top_k: int | None = None,
     ) -> Iterator[int]:
-        """Yield the new token ids of one prompt as they are produced (the stop token is not
-        yielded)."""
-        batch = self._prepare([prompt_tokens], max_gen_len, logprobs=False)
+        """Yield the new token ids of one prompt as they are produced (not the stop token)."""
+        batch, steps = self._steps([prompt_tokens], max_gen_len, False, temperature, top_p, top_k)
         stop = set(self.tokenizer.stop_tokens)
-        for pos in self._steps(batch, temperature, top_p, top_k):
+        for pos in steps:
             if pos >= batch.prompt_lens[0]:
                 token = int(batch.tokens[0, pos])
                 if token in stop:
@@ -229,35 +174,32 @@ class Llama:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the
-        tokenizer says it adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g.
-        SmolLM2)."""
+        tokenizer adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g. SmolLM2)."""
         return self.tokenizer.encode(
             prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False
         )
 
     def encode_dialog(self, dialog: Dialog) -> list[int]:
-        """Token ids of a dialog laid out by the model's chat format, ending with the assistant
-        header."""
+        """Token ids of a dialog in the model's chat format, ending with the assistant header."""
         if self.formatter is None:
-            raise GenerationError(
-                "this checkpoint has neither a chat template nor a Llama 3 tokenizer: use generate"
-            )
+            why = "neither a chat template nor a Llama 3 tokenizer"
+            raise GenerationError(f"this checkpoint has {why}: use generate")
         if not dialog:
             raise GenerationError("chat: the dialog is empty; give at least one message")
         return self.formatter.encode_dialog_prompt(dialog)
 
-    def _batched(
-        self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False
-    ):
-        """generate() over chunks of max_batch_size prompts."""
-        toks, lps, step = [], [], self.args.max_batch_size
+    def _completions(self, prompts: list[list[int]], generation, logprobs: bool, **options) -> list:
+        """generate() over chunks of max_batch_size prompts; Meta's result dicts
+        ``{"generation": generation(text)}``, plus ``tokens``/``logprobs`` if asked."""
+        out, step, decode = [], self.args.max_batch_size, self.tokenizer.decode
         for i in range(0, len(prompts), step):
-            t, lp = self.generate(
-                prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo
-            )
-            toks += t
-            lps += lp or [None] * len(t)
-        return toks, lps
+            toks, lps = self.generate(prompts[i : i + step], logprobs=logprobs, **options)
+            for t, lp in zip(toks, lps or [None] * len(toks)):
+                pred = {"generation": generation(decode(t))}
+                if logprobs:
+                    pred["tokens"], pred["logprobs"] = [decode([x]) for x in t], lp
+                out.append(pred)
+        return out
 
     def text_completion(
         self,
@@ -269,11 +211,10 @@ class Llama:
         echo: bool = False,
         top_k: int | None = None,
     ) -> list[CompletionPrediction]:
-        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs`` if
-        asked)."""
+        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs``)."""
         ids = [self.encode_prompt(p) for p in prompts]
-        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, echo)
-        return self._predictions(toks, lps, logprobs, lambda text: text)
+        options = dict(max_gen_len=max_gen_len, temperature=temperature, top_p=top_p, top_k=top_k)
+        return self._completions(ids, lambda text: text, logprobs, echo=echo, **options)
 
     def chat_completion(
         self,
@@ -286,51 +227,30 @@ class Llama:
     ) -> list[ChatPrediction]:
         """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str}}]``."""
         ids = [self.encode_dialog(d) for d in dialogs]
-        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs)
-        return self._predictions(
-            toks, lps, logprobs, lambda text: {"role": "assistant", "content": text}
-        )
-
-    def _predictions(self, toks, lps, logprobs: bool, generation) -> list:
-        """Meta's result dicts: ``{"generation": generation(text)}``, plus ``tokens``/``logprobs``
-        if asked."""
-        out = []
-        for t, lp in zip(toks, lps):
-            pred = {"generation": generation(self.tokenizer.decode(t))}
-            if logprobs:
-                pred["tokens"] = [self.tokenizer.decode([x]) for x in t]
-                pred["logprobs"] = lp
-            out.append(pred)
-        return out
+        options = dict(max_gen_len=max_gen_len, temperature=temperature, top_p=top_p, top_k=top_k)
+        reply = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+        return self._completions(ids, reply, logprobs, **options)
 
     def stream_tokens_as_text(self, tokens: Iterator[int]) -> Iterator[str]:
         """Text pieces of a token stream, never splitting a multi-byte character."""
         return stream_text(self.tokenizer, tokens)
 
     def stream_text_completion(
-        self,
-        prompt: str,
-        max_gen_len: int | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.9,
-        top_k: int | None = None,
-    ) -> Iterator[str]:
+        self, prompt: str, max_gen_len: int | None = None, temperature: float = 0.6,
+        top_p: float = 0.9, top_k: int | None = None,
+    ) -> Iterator[str]:  # fmt: skip
         """Continue one text prompt, yielding text pieces as tokens are produced."""
         ids = self.encode_prompt(prompt)
-        return self.stream_tokens_as_text(
-            self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
+        return stream_text(
+            self.tokenizer, self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
         )
 
     def stream_chat_completion(
-        self,
-        dialog: Dialog,
-        max_gen_len: int | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.9,
-        top_k: int | None = None,
-    ) -> Iterator[str]:
+        self, dialog: Dialog, max_gen_len: int | None = None, temperature: float = 0.6,
+        top_p: float = 0.9, top_k: int | None = None,
+    ) -> Iterator[str]:  # fmt: skip
         """Answer one dialog, yielding text pieces of the assistant's reply as they are produced."""
         ids = self.encode_dialog(dialog)
-        return self.stream_tokens_as_text(
-            self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
+        return stream_text(
+            self.tokenizer, self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
         )

@@ -278,10 +278,7 @@ def _read(
     reader = _reader(path)
     meta = gguf_metadata(reader)
     tensors = {t.name: t for t in reader.tensors}
-    embd, output = (
-        TOP_WEIGHTS["tok_embeddings"].gguf + ".weight",
-        TOP_WEIGHTS["output"].gguf + ".weight",
-    )
+    embd, output = (TOP_WEIGHTS[m].gguf + ".weight" for m in ("tok_embeddings", "output"))
     if embd not in tensors:
         raise CheckpointError(f"{path}: tensor {embd} is missing")
     vocab_size = int(tensors[embd].shape[1])
@@ -380,18 +377,13 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
         "post_processor": byte_level,
         "decoder": byte_level,
         "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
             "ignore_merges": PRETOKENIZERS[pre].ignore_merges,
             "vocab": {tok: i for i, tok in enumerate(tokens)},
             "merges": list(value(K.MERGES, [])),
         },
-    }
+    }  # fmt: skip
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "add_bos_token": bool(value(K.ADD_BOS, False)),
