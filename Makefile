@@ -35,6 +35,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format .
@@ -44,7 +45,7 @@ lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 bench: setup
-	$(BIN)/simplellama bench
+	$(BIN)/python -m benchmarks.compare_transformers
 	$(BIN)/python -m tinytorch.bench
 
 # Execute notebooks in place so readers see their outputs (all, or NB=notebooks/10_rope.ipynb).

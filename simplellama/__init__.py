@@ -1,40 +1,48 @@
 """SimpleLlama: Llama 3.x from first principles, readable PyTorch that loads real checkpoints.
 
-Modules (one concept each): config, norm, rope, attention, ffn, kv_cache, model, tokenizer,
-chat_format, checkpoint, generation, cli.
+The model core is flat, one file per notebook concept: config, norm, rope, attention, ffn, kv_cache,
+model. Around it: tokenizer/ and checkpoint/ (packages), chat_format, sampling, generation
+(``Llama``), parallel (tensor parallelism), devices, errors, cli. ``from simplellama import Llama``
+loads only what that name needs (names are resolved on first use, so ``simplellama --version`` stays
+instant).
 """
 
-from .attention import Attention
-from .chat_format import ChatFormat, ChatFormatError, ChatTemplate, UnsafeTemplateError
-from .checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    convert,
-    default_model_path,
-    detect_format,
-    load_checkpoint,
-    load_model,
-    save_hf,
-    save_meta,
-)
-from .config import PRESETS, ConfigError, ModelArgs, preset
-from .ffn import FeedForward
-from .generation import Dialog, GenerationError, Llama
-from .kv_cache import KVCache, KVCacheError
-from .model import ModelError, Transformer, TransformerBlock
-from .norm import RMSNorm
-from .parallel import ParallelError, parallelize
-from .parallel_load import load_model_parallel
-from .rope import RopeError, apply_rotary_emb, hf_to_meta_qk, meta_to_hf_qk, precompute_freqs_cis, rope_frequencies
-from .tokenizer import ByteLevelBPETokenizer, SentencePieceTokenizer, Tokenizer, TokenizerError, load_tokenizer
+from __future__ import annotations
 
-__all__ = ["ConfigError", "ModelArgs", "PRESETS", "preset"]
-__all__ += ["Attention", "FeedForward", "KVCache", "KVCacheError", "ModelError", "RMSNorm", "RopeError", "Transformer"]
-__all__ += ["TransformerBlock", "apply_rotary_emb", "hf_to_meta_qk", "meta_to_hf_qk", "precompute_freqs_cis"]
-__all__ += ["rope_frequencies"]
-__all__ += ["Dialog", "GenerationError", "Llama"]
-__all__ += ["ByteLevelBPETokenizer", "SentencePieceTokenizer", "Tokenizer", "TokenizerError", "load_tokenizer"]
-__all__ += ["ChatFormat", "ChatFormatError", "ChatTemplate", "UnsafeTemplateError"]
-__all__ += ["Checkpoint", "CheckpointError", "convert", "default_model_path", "detect_format", "load_checkpoint"]
-__all__ += ["load_model", "save_hf", "save_meta"]
-__all__ += ["ParallelError", "load_model_parallel", "parallelize"]
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ModelArgs": "config", "PRESETS": "config", "preset": "config",
+    "RMSNorm": "norm", "FeedForward": "ffn", "KVCache": "kv_cache", "Attention": "attention",
+    "apply_rotary_emb": "rope", "hf_to_meta_qk": "rope", "meta_to_hf_qk": "rope",
+    "precompute_freqs_cis": "rope", "rope_frequencies": "rope",
+    "Transformer": "model", "TransformerBlock": "model",
+    "Tokenizer": "tokenizer", "SentencePieceTokenizer": "tokenizer",
+    "ByteLevelBPETokenizer": "tokenizer", "load_tokenizer": "tokenizer",
+    "ChatFormat": "chat_format", "ChatFormatError": "chat_format", "ChatTemplate": "chat_format",
+    "UnsafeTemplateError": "chat_format", "Dialog": "chat_format",
+    "Checkpoint": "checkpoint", "convert": "checkpoint", "default_model_path": "checkpoint",
+    "detect_format": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
+    "read_header": "checkpoint", "save_hf": "checkpoint", "save_meta": "checkpoint",
+    "parallelize": "checkpoint.sharded", "Llama": "generation",
+    "SimpleLlamaError": "errors", "ModelArgsError": "errors", "RopeError": "errors",
+    "KVCacheError": "errors", "ModelError": "errors", "TokenizerError": "errors",
+    "CheckpointError": "errors", "ParallelError": "errors", "DeviceError": "errors",
+    "GenerationError": "errors",
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simplellama' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -3,9 +3,10 @@
 import sys
 
 from .cli import main
-from .parallel import shutdown_distributed
 
 if __name__ == "__main__":
     code = main()
+    from .parallel import shutdown_distributed  # torch only now: --version / --help stay instant
+
     shutdown_distributed(exit_code=code)  # torchrun ranks leave the process group (see parallel.py)
     sys.exit(code)

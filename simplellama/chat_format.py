@@ -43,6 +43,8 @@ import jinja2.nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .errors import SimpleLlamaError
+
 __all__ = [
     "ChatFormatError",
     "UnsafeTemplateError",
@@ -71,7 +73,7 @@ _BUILTIN_CALL = re.compile(r'\b(?P<tool_name>\w+)\.call\(query="(?P<query>[^"]*)
 _FUNCTION_TAG = re.compile(r"<function=(?P<function_name>[^}]+)>(?P<args>{.*?})")
 
 
-class ChatFormatError(ValueError):
+class ChatFormatError(SimpleLlamaError):
     """A dialog or template that cannot be turned into a prompt."""
 
 

@@ -8,8 +8,10 @@
     simplellama bench --dtypes float32
 
 Generated text goes to stdout as it is produced; progress bars and logs go to stderr.
-Exit status: 0 ok, 2 usage error (argparse), 1 runtime error, reported as one line
-``simplellama: error: ...`` (``-vv`` logs the traceback).
+Exit status: 0 ok, 2 usage error (argparse, including argument values that cannot work together),
+1 runtime error, reported as one line ``simplellama: error: ...`` (``-vv`` logs the traceback).
+``--version`` and ``--help`` import neither torch nor the model code: only the chosen command loads
+them.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from LogRelay import get_relay
+from subroutines import ArgumentParser, add_dataclass_arguments, override_config
 
-__all__ = ["RunOptions", "build_parser", "main"]
+__all__ = ["RunOptions", "build_parser", "add_bench_arguments", "check_arguments", "main"]
 
 log = get_relay("simplellama.cli")
 PROG = "simplellama"
@@ -34,9 +39,14 @@ class RunOptions:
     """Options of ``generate`` and ``chat`` (each field is a ``--switch``)."""
 
     model: str | None = field(
-        default=None, metadata={"help": "checkpoint: Meta dir, HF dir or .gguf; None = the embedded SmolLM2-135M"}
+        default=None,
+        metadata={
+            "help": "checkpoint: Meta dir, HF dir or .gguf; None = the embedded SmolLM2-135M"
+        },
     )
-    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer file; None = the checkpoint's own"})
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "tokenizer file; None = the checkpoint's own"}
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "most tokens to generate"})
     temperature: float = field(default=0.6, metadata={"help": "0 = greedy"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus mass in (0, 1]"})
@@ -45,8 +55,12 @@ class RunOptions:
     dtype: Literal["float32", "bfloat16", "float16"] | None = field(
         default=None, metadata={"help": "None = float32 on CPU, bfloat16 (or float16) on CUDA"}
     )
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ...; None = cuda if available"})
-    max_seq_len: int = field(default=2048, metadata={"help": "longest prompt + generation (sizes the KV cache)"})
+    device: str | None = field(
+        default=None, metadata={"help": "cpu, cuda, cuda:1 ...; None = cuda if available"}
+    )
+    max_seq_len: int = field(
+        default=2048, metadata={"help": "longest prompt + generation (sizes the KV cache)"}
+    )
     stream: bool = field(default=True, metadata={"help": "print tokens as they are produced"})
 
 
@@ -56,8 +70,6 @@ class RunOptions:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("simplellama")
     except PackageNotFoundError:  # running from a source tree that was never installed
@@ -65,37 +77,97 @@ def _version() -> str:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
-    """The argument parser and, per subcommand, the (field, switch, converter) triples of :class:`RunOptions`."""
-    from subroutines import ArgumentParser, add_dataclass_arguments
-
-    from . import bench
-
-    parser = ArgumentParser(prog=PROG, description="Run, inspect and convert Llama 3.x checkpoints.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug + tracebacks")
+    """The argument parser and, per subcommand, the (field, switch, converter) triples of
+    :class:`RunOptions`."""
+    parser = ArgumentParser(
+        prog=PROG, description="Run, inspect and convert Llama 3.x checkpoints."
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug + tracebacks"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser
+    )
 
     gen = sub.add_parser("generate", help="continue a text prompt")
     gen.add_argument("--prompt", required=True, help="text to continue")
     triples = {"generate": add_dataclass_arguments(gen, RunOptions, dashes=True)}
 
     chat = sub.add_parser("chat", help="chat through the model's chat format")
-    chat.add_argument("message", nargs="?", help="one user message (omit: interactive / one turn per stdin line)")
+    chat.add_argument(
+        "message", nargs="?", help="one user message (omit: interactive / one turn per stdin line)"
+    )
     chat.add_argument("--system", default=None, help="system prompt")
     triples["chat"] = add_dataclass_arguments(chat, RunOptions, dashes=True)
 
-    conv = sub.add_parser("convert", help="convert a checkpoint (Meta, HF or GGUF) to Meta or HF layout")
+    conv = sub.add_parser(
+        "convert", help="convert a checkpoint (Meta, HF or GGUF) to Meta or HF layout"
+    )
     conv.add_argument("src", help="checkpoint to read")
     conv.add_argument("dst", help="directory to write (must not exist or be empty)")
     conv.add_argument("--to", choices=["meta", "hf"], required=True, help="output layout")
-    conv.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast weights")
+    conv.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast weights"
+    )
 
-    info = sub.add_parser("info", help="architecture, parameter count, dtypes, tokenizer of a checkpoint")
-    info.add_argument("path", nargs="?", default=None, help="checkpoint (default: embedded SmolLM2-135M)")
+    info = sub.add_parser(
+        "info", help="architecture, parameter count, dtypes, tokenizer of a checkpoint"
+    )
+    info.add_argument(
+        "path", nargs="?", default=None, help="checkpoint (default: embedded SmolLM2-135M)"
+    )
 
-    b = sub.add_parser("bench", help="speed and memory of simplellama vs transformers on the embedded model")
-    bench.add_arguments(b)
+    b = sub.add_parser(
+        "bench", help="load time, prefill/decode speed and peak RAM on the embedded model"
+    )
+    add_bench_arguments(b)
     return parser, triples
+
+
+BENCH_DTYPES = ("float32", "bfloat16")
+
+
+def _dtype_list(text: str) -> list[str]:
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    for d in names:
+        if d not in BENCH_DTYPES:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {', '.join(BENCH_DTYPES)}, found {d!r}"
+            )
+    return names
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text!r}")
+    return int(text)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``bench`` options (also ``benchmarks/compare_transformers.py``'s)."""
+    parser.add_argument(
+        "--dtypes",
+        type=_dtype_list,
+        default=list(BENCH_DTYPES),
+        help="comma list of float32, bfloat16",
+    )
+    parser.add_argument(
+        "--prompt-tokens", type=_positive, default=128, help="prompt length for prefill"
+    )
+    parser.add_argument(
+        "--new-tokens", type=_positive, default=128, help="greedy tokens for decode"
+    )
+    parser.add_argument(
+        "--threads", type=_positive, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--repeat", type=_positive, default=3, help="runs per measurement (median reported)"
+    )
+    parser.add_argument(
+        "--worker", default=None, help=argparse.SUPPRESS
+    )  # internal: one side, JSON out
+    parser.add_argument("--prompt-ids", default=None, help=argparse.SUPPRESS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,18 +176,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
 
 
 def _options(args: argparse.Namespace, triples: dict[str, list]) -> RunOptions:
-    from subroutines import override_config
-
     return override_config(RunOptions(), args, triples[args.command], printer=log.debug)
 
 
-def _build(opts: RunOptions):
-    from .generation import GenerationError, Llama
+def check_arguments(args: argparse.Namespace, opts: RunOptions | None) -> str | None:
+    """What is wrong with argument values that parse but cannot work (None if nothing): usage
+    errors."""
+    if args.command == "generate" and not args.prompt.strip():
+        return "--prompt is empty: give some text to continue"
+    if args.command == "chat" and args.message is not None and not args.message.strip():
+        return "chat: the message is empty: give some text"
+    if opts is not None and opts.max_new_tokens >= opts.max_seq_len:  # the prompt needs a position
+        n, s = opts.max_new_tokens, opts.max_seq_len
+        return f"--max-new-tokens ({n}) must be smaller than --max-seq-len ({s})"
+    return None
 
-    if opts.max_new_tokens >= opts.max_seq_len:  # fail before loading: the prompt needs at least one position
-        raise GenerationError(
-            f"--max-new-tokens ({opts.max_new_tokens}) must be smaller than --max-seq-len ({opts.max_seq_len})"
-        )
+
+def _build(opts: RunOptions):
+    from .generation import Llama
 
     return Llama.build(
         opts.model,
@@ -145,12 +223,10 @@ def _emit(pieces: Iterator[str], stream: bool) -> str:
 
 
 def cmd_generate(args: argparse.Namespace, opts: RunOptions) -> int:
-    from .generation import GenerationError
-
-    if not args.prompt.strip():
-        raise GenerationError("--prompt is empty: give some text to continue")
     llama = _build(opts)
-    pieces = llama.stream_text_completion(args.prompt, opts.max_new_tokens, opts.temperature, opts.top_p, opts.top_k)
+    pieces = llama.stream_text_completion(
+        args.prompt, opts.max_new_tokens, opts.temperature, opts.top_p, opts.top_k
+    )
     _emit(pieces, opts.stream)
     return 0
 
@@ -179,16 +255,15 @@ def _user_turns(message: str | None) -> Iterator[str]:
 
 
 def cmd_chat(args: argparse.Namespace, opts: RunOptions) -> int:
-    from .generation import GenerationError
     from .parallel import shared_items
 
-    if args.message is not None and not args.message.strip():
-        raise GenerationError("chat: the message is empty: give some text")
     llama = _build(opts)
     dialog = [{"role": "system", "content": args.system}] if args.system else []
     for text in shared_items(_user_turns(args.message)):  # read by rank 0, sent to every rank
         dialog.append({"role": "user", "content": text})
-        pieces = llama.stream_chat_completion(dialog, opts.max_new_tokens, opts.temperature, opts.top_p, opts.top_k)
+        pieces = llama.stream_chat_completion(
+            dialog, opts.max_new_tokens, opts.temperature, opts.top_p, opts.top_k
+        )
         dialog.append({"role": "assistant", "content": _emit(pieces, opts.stream)})
     return 0
 
@@ -197,7 +272,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import convert
-    from .generation import pick_dtype
+    from .devices import pick_dtype
 
     dtype = pick_dtype(torch.device("cpu"), args.dtype) if args.dtype else None
     out = convert(args.src, args.dst, to=args.to, dtype=dtype)
@@ -206,14 +281,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def describe_checkpoint(path: str | None) -> list[tuple[str, str]]:
-    """(label, value) rows describing a checkpoint: architecture, parameters, dtypes, tokenizer."""
-    from collections import Counter
+    """(label, value) rows describing a checkpoint: architecture, parameters, dtypes, tokenizer.
 
-    from .checkpoint import load_checkpoint
+    Reads headers only (``checkpoint.read_header``): no weight is loaded or dequantized.
+    """
+    from .checkpoint import read_header
 
-    ckpt = load_checkpoint(path)
+    ckpt = read_header(path)
     a = ckpt.args
-    unique = {t.data_ptr(): t for t in ckpt.state_dict.values()}  # tied output counted once
+    unique = {id(t): t for t in ckpt.state_dict.values()}  # tied output counted once
     n_params = sum(t.numel() for t in unique.values())
     dtypes = Counter(str(t.dtype).replace("torch.", "") for t in ckpt.state_dict.values())
     rope = f"theta {a.rope_theta:g}, " + (
@@ -233,7 +309,8 @@ def describe_checkpoint(path: str | None) -> list[tuple[str, str]]:
         ("format", ckpt.format),
         (
             "architecture",
-            f"Llama: {a.n_layers} layers, dim {a.dim}, {a.n_heads} heads ({a.n_kv_heads} kv, head dim "
+            f"Llama: {a.n_layers} layers, dim {a.dim}, {a.n_heads} heads ({a.n_kv_heads} kv, head "
+            "dim "
             f"{a.head_dim}), FFN {a.hidden_dim}, vocab {a.vocab_size}, norm eps {a.norm_eps:g}",
         ),
         ("rope", rope),
@@ -256,9 +333,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-# The project's errors (ConfigError, CheckpointError, TokenizerError, ChatFormatError, GenerationError, ModelError,
-# KVCacheError) subclass ValueError and already name the file/field at fault, as do OSErrors (FileNotFoundError, ...):
-# their message is shown as is. Anything else is unexpected: its type name is shown too.
+# The project's errors (errors.SimpleLlamaError, a ValueError) already name the file/field at fault,
+# as do
+# OSErrors (FileNotFoundError, ...): their message is shown as is. Anything else: its type name is
+# shown too.
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 
 
@@ -266,17 +344,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (argparse exits with 2 on usage errors)."""
     parser, triples = build_parser()
     args = parser.parse_args(argv)
+    opts = _options(args, triples) if args.command in ("generate", "chat") else None
+    if (problem := check_arguments(args, opts)) is not None:
+        parser.error(problem)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
     try:
-        if args.command in ("generate", "chat"):  # under torchrun: join the ranks; only rank 0 prints
+        if args.command in (
+            "generate",
+            "chat",
+        ):  # under torchrun: join the ranks; only rank 0 prints
             from .parallel import join_torchrun
 
             join_torchrun(getattr(args, "device", None))
         if args.command == "generate":
-            return cmd_generate(args, _options(args, triples))
+            return cmd_generate(args, opts)
         if args.command == "chat":
-            return cmd_chat(args, _options(args, triples))
+            return cmd_chat(args, opts)
         if args.command == "convert":
             return cmd_convert(args)
         if args.command == "info":

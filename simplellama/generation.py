@@ -1,4 +1,4 @@
-"""Text generation: sampling, the decode loop over a KV cache, Meta's ``Llama`` API, streaming.
+"""Text generation: Meta's ``Llama`` API (build, generate, text/chat completion) and streaming.
 
 The API mirrors Meta's ``llama3/generation.py`` (the original meta-llama/llama3 repo):
 ``Llama.build(...)``, ``generate(prompt_tokens, max_gen_len, ...) -> (tokens, logprobs)``,
@@ -6,14 +6,8 @@ The API mirrors Meta's ``llama3/generation.py`` (the original meta-llama/llama3 
 their import to ``simplellama``. Additions: top-k, a seeded ``torch.Generator``, streaming
 (``stream_text_completion`` / ``stream_chat_completion``), and clear errors instead of asserts.
 
-Decoding (Meta's scheme): all prompts are padded into one (B, total_len) buffer; the first
-forward call runs positions [0, min_prompt_len) (prefill), then one position per call (decode),
-each reusing the KV cache. Rows whose prompt is longer keep their prompt token at a position
-instead of the sampled one, so a batch behaves like each prompt run alone.
-
-Sampling (greedy, temperature, top-k, top-p) is in ``sampling.py`` (its names are re-exported here).
-
-Shapes: B batch, T new tokens in a forward call, V vocabulary.
+The decode loop (prefill, then one token per step over the KV cache) is in ``decode.py``; sampling
+(greedy, temperature, top-k, top-p) in ``sampling.py`` (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -24,30 +18,22 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
-import torch.nn.functional as F
 
 from LogRelay import get_relay
 
-from .chat_format import Dialog, Message, stop_reason
-from .parallel import broadcast_
-from .sampling import GenerationError, sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
+from .chat_format import ChatFormat, ChatTemplate, Dialog, Message, stop_reason
+from .checkpoint import load_for_inference
+from .decode import Batch, check_request, decode_steps
+from .devices import pick_device, pick_dtype
+from .errors import CheckpointError, GenerationError
+from .sampling import sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
+from .tokenizer import Tokenizer, load_tokenizer, stream_text
 
+# the sampling functions live in sampling.py; re-exported here
 __all__ = [
-    "GenerationError",
-    "Message",
-    "Dialog",
-    "CompletionPrediction",
-    "ChatPrediction",
-    "Llama",
-    "IncrementalDecoder",
-    "sample_greedy",  # the sampling functions live in sampling.py; re-exported here
-    "top_k_probs",
-    "top_p_probs",
-    "sample_top_p",
-    "sample",
-    "pick_device",
-    "pick_dtype",
-]
+    "GenerationError", "Message", "Dialog", "CompletionPrediction", "ChatPrediction", "Llama",
+    "sample_greedy", "top_k_probs", "top_p_probs", "sample_top_p", "sample",
+]  # fmt: skip
 
 log = get_relay("simplellama.generation")
 
@@ -64,120 +50,12 @@ class ChatPrediction(TypedDict, total=False):
     logprobs: list[float]
 
 
-# ---------------------------------------------------------------------------------------------
-# Streaming text out of token ids without splitting multi-byte characters
-# ---------------------------------------------------------------------------------------------
-
-
-class IncrementalDecoder:
-    """Turns token ids into text pieces as they arrive.
-
-    One token can hold half of a UTF-8 character (byte-level BPE), and SentencePiece decodes a
-    leading space differently at the start of a string. So we decode a short window of recent
-    tokens twice (with and without the newest) and emit only the new suffix, holding it back
-    while it ends in U+FFFD (an incomplete character). Same idea as HF ``TextStreamer``.
-    """
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0  # window start
-        self.read = 0  # ids before this index have been emitted
-
-    def _pending(self) -> tuple[str, str]:
-        """Decoded window without and with the ids not yet emitted."""
-        return self.tokenizer.decode(self.ids[self.prefix : self.read]), self.tokenizer.decode(self.ids[self.prefix :])
-
-    def push(self, token: int) -> str:
-        """Add one token id; returns the text it completes (maybe empty)."""
-        self.ids.append(token)
-        before, text = self._pending()
-        if len(text) > len(before) and not text.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return text[len(before) :]
-        return ""
-
-    def flush(self) -> str:
-        """Text still held back (an incomplete character at the very end)."""
-        before, text = self._pending()
-        self.prefix = self.read = len(self.ids)
-        return text[len(before) :]
-
-
-# ---------------------------------------------------------------------------------------------
-# Device and dtype
-# ---------------------------------------------------------------------------------------------
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GenerationError(f"device {str(device)!r} requested but torch.cuda.is_available() is False")
-    return device
-
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
-
-
-def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """A dtype that works on ``device``: float32 on CPU (fp16 matmuls are slow or missing there),
-    bfloat16 on CUDA when supported, else float16. An explicit ``dtype`` wins."""
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise GenerationError(f"dtype: expected one of {', '.join(_DTYPES)}, found {dtype!r}")
-        dtype = _DTYPES[dtype]
-    if dtype is None:
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif device.type == "mps":
-            dtype = torch.float16
-        else:
-            dtype = torch.float32
-        log.info("dtype: %s picked for device %s", dtype, device)
-    return dtype
-
-
-# ---------------------------------------------------------------------------------------------
-# Llama: model + tokenizer + chat formatter, with Meta's generation API
-# ---------------------------------------------------------------------------------------------
-
-
-class _Batch:
-    """Token buffer of one generate() call: prompts left-aligned in (B, total_len), padding after."""
-
-    def __init__(self, prompts: list[list[int]], total_len: int, device: torch.device, logprobs: bool) -> None:
-        B = len(prompts)
-        self.prompt_lens = [len(p) for p in prompts]
-        self.total_len = total_len
-        # Padding is never fed to the model: a position is filled (prompt or sample) before it is read.
-        self.tokens = torch.zeros((B, total_len), dtype=torch.long, device=device)  # (B, total_len)
-        for i, p in enumerate(prompts):
-            self.tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long, device=device)
-        lens = torch.tensor(self.prompt_lens, device=device)
-        self.is_prompt = torch.arange(total_len, device=device)[None, :] < lens[:, None]  # (B, total_len)
-        self.logprobs = torch.zeros((B, total_len), device=device) if logprobs else None
-        self.done = torch.zeros(B, dtype=torch.bool, device=device)
-
-
 class Llama:
-    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``."""
+    """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``
+    (ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout)."""
 
     def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.args = args
-        self.formatter = formatter  # ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout
+        self.model, self.tokenizer, self.args, self.formatter = model, tokenizer, args, formatter
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -191,7 +69,6 @@ class Llama:
         dtype: str | torch.dtype | None = None,
         seed: int = 1,
         model_parallel_size: int | None = None,
-        **_ignored,
     ) -> Llama:
         """Load a checkpoint (Meta dir, HF dir or GGUF file) and its tokenizer.
 
@@ -199,121 +76,51 @@ class Llama:
             ckpt_dir: checkpoint path; None loads the embedded SmolLM2 GGUF.
             tokenizer_path: tokenizer file; None uses the one beside (or inside) the checkpoint.
             max_seq_len: longest prompt + generation served.
-            max_batch_size: most prompts per ``generate`` call (longer lists are split by the completions).
+            max_batch_size: most prompts per ``generate`` call (completions split longer lists).
             device: None -> CUDA if available else CPU.
             dtype: None -> float32 on CPU, bfloat16 (or float16) on CUDA.
             seed: seed of the sampling generator.
-            model_parallel_size: ranks sharing the model (default: the world size under torchrun, else 1);
-                > 1 loads this rank's slice (``parallel_load.py``).
+            model_parallel_size: ranks sharing the model (default: torchrun's world size, else 1);
+                > 1 loads this rank's slice (``checkpoint/sharded.py``).
         """
-        from . import checkpoint
-        from .chat_format import ChatFormat, ChatTemplate
-        from .model import Transformer
-        from .parallel import resolve_model_parallel_size
-        from .parallel_load import load_parallel_checkpoint
-        from .tokenizer import Tokenizer, load_tokenizer
-
-        if _ignored:  # e.g. Meta's quantization_mode: not supported here, nothing to do
-            log.info("Llama.build: ignoring %s", ", ".join(sorted(_ignored)))
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
-        path = Path(ckpt_dir) if ckpt_dir is not None else checkpoint.default_model_path()
         t0 = time.perf_counter()
-        if resolve_model_parallel_size(model_parallel_size) > 1:  # torchrun: each rank loads its slice
-            ckpt, model = load_parallel_checkpoint(
-                path, model_parallel_size, device, dtype, not tokenizer_path,
-                max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-            )  # fmt: skip
-        else:
-            ckpt = checkpoint.load_checkpoint(
-                path,
-                dtype=dtype,
-                with_tokenizer=not tokenizer_path,
-                max_seq_len=max_seq_len,
-                max_batch_size=max_batch_size,
-            )
-            model = checkpoint.model_from_state_dict(Transformer, ckpt.args, ckpt.state_dict, device)
+        ckpt, model = load_for_inference(
+            ckpt_dir, device, dtype, model_parallel_size, with_tokenizer=not tokenizer_path,
+            max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+        )  # fmt: skip
+        path, vocab = ckpt.path, ckpt.args.vocab_size
         tokenizer = load_tokenizer(str(tokenizer_path)) if tokenizer_path else ckpt.tokenizer
         if tokenizer is None:
-            raise checkpoint.CheckpointError(
-                f"{path}: no tokenizer found with the checkpoint (tokenizer.model or tokenizer.json): "
-                "pass tokenizer_path"
-            )
-        if tokenizer.n_words > ckpt.args.vocab_size:  # ids past the embedding table would crash mid-generation
-            raise checkpoint.CheckpointError(
-                f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the model's vocab_size is "
-                f"{ckpt.args.vocab_size}: wrong tokenizer for this checkpoint?"
+            found = "(tokenizer.model or tokenizer.json): pass tokenizer_path"
+            raise CheckpointError(f"{path}: no tokenizer found with the checkpoint {found}")
+        if tokenizer.n_words > vocab:  # ids past the embedding table would crash mid-generation
+            raise CheckpointError(
+                f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the "
+                f"model's vocab_size is {vocab}: wrong tokenizer for this checkpoint?"
             )
         if ckpt.chat_template:
             formatter = ChatTemplate(ckpt.chat_template, tokenizer)
-        elif isinstance(tokenizer, Tokenizer):
-            formatter = ChatFormat(tokenizer)
         else:
-            formatter = None
-        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, time.perf_counter() - t0)
+            formatter = ChatFormat(tokenizer) if isinstance(tokenizer, Tokenizer) else None
+        took = time.perf_counter() - t0
+        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, took)
         return Llama(model, tokenizer, ckpt.args, formatter, seed=seed)
 
-    # ---- the decode loop ----
+    # ---- the decode loop (decode.py) ----
 
-    def _prepare(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int | None, logprobs: bool) -> _Batch:
-        """Validate a request, size the KV cache from it, and lay the prompts out in a buffer."""
-        prompts = [list(p) for p in prompt_tokens]
-        if not prompts:
-            raise GenerationError("generate: no prompts given (prompt_tokens is empty)")
-        for i, p in enumerate(prompts):
-            if not p:
-                raise GenerationError(f"generate: prompt {i} is empty (0 tokens); give at least one token")
-        if len(prompts) > self.args.max_batch_size:
-            raise GenerationError(f"generate: {len(prompts)} prompts exceed max_batch_size={self.args.max_batch_size}")
-        max_prompt = max(len(p) for p in prompts)
-        room = self.args.max_seq_len - max_prompt
-        if room < 0:
-            raise GenerationError(f"prompt of {max_prompt} tokens exceeds max_seq_len={self.args.max_seq_len}")
-        if max_gen_len is None:
-            max_gen_len = room
-        if max_gen_len < 0:
-            raise GenerationError(f"max_gen_len: expected >= 0, found {max_gen_len}")
-        if max_gen_len > room:
-            raise GenerationError(
-                f"prompt ({max_prompt} tokens) + max_gen_len ({max_gen_len}) = {max_prompt + max_gen_len} "
-                f"exceeds max_seq_len={self.args.max_seq_len}"
-            )
-        batch = _Batch(prompts, max_prompt + max_gen_len, self.device, logprobs)
-        self.model.setup_cache(len(prompts), batch.total_len)  # sized from this request; the model logs it
-        return batch
-
-    def _steps(self, batch: _Batch, temperature: float, top_p: float, top_k: int | None) -> Iterator[int]:
-        """Fill ``batch.tokens`` position by position; yields each position once it holds a token."""
-        tokens, min_len = batch.tokens, min(batch.prompt_lens)
-        stop = torch.tensor(sorted(self.tokenizer.stop_tokens), device=self.device)
-        if min_len == batch.total_len:  # nothing to generate: score the prompts (echo + logprobs)
-            if batch.logprobs is not None:
-                logits = self.model(tokens, 0)  # (B, S, V)
-                batch.logprobs[:, 1:] = -F.cross_entropy(
-                    logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none"
-                )
-            return
-        prev_pos, max_len = 0, max(batch.prompt_lens)
-        keep = 0 if batch.logprobs is not None else 1  # logprobs need every position's logits, sampling the last
-        parallel = bool(getattr(self.model, "model_parallel", None))
-        for cur_pos in range(min_len, batch.total_len):
-            logits = self.model(tokens[:, prev_pos:cur_pos], prev_pos, keep)  # (B, T or 1, V): prefill, then T = 1
-            next_token = sample(logits[:, -1], temperature, top_p, top_k, self.generator)  # (B,)
-            if parallel:  # all ranks continue with rank 0's tokens
-                broadcast_(next_token)
-            if cur_pos < max_len:  # rows whose prompt reaches this position keep their prompt token
-                next_token = torch.where(batch.is_prompt[:, cur_pos], tokens[:, cur_pos], next_token)
-            tokens[:, cur_pos] = next_token
-            if batch.logprobs is not None:  # log p(token at t+1 | tokens <= t) for the positions just computed
-                target = tokens[:, prev_pos + 1 : cur_pos + 1]  # (B, T)
-                batch.logprobs[:, prev_pos + 1 : cur_pos + 1] = -F.cross_entropy(
-                    logits.transpose(1, 2), target, reduction="none"
-                )
-            batch.done |= ~batch.is_prompt[:, cur_pos] & torch.isin(next_token, stop)
-            yield cur_pos
-            prev_pos = cur_pos
-            if bool(batch.done.all()):
-                break
+    def _steps(self, prompts, max_gen_len, logprobs, temperature, top_p, top_k) -> tuple:
+        """Check a request, size the KV cache from it; (its token buffer, the steps filling it)."""
+        prompts = [list(p) for p in prompts]
+        total_len = check_request(prompts, max_gen_len, self.args)
+        self.model.setup_cache(
+            len(prompts), total_len
+        )  # sized from this request; the model logs it
+        batch = Batch(prompts, total_len, self.device, logprobs)
+        stop = self.tokenizer.stop_tokens
+        steps = decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator)
+        return batch, steps
 
     @torch.inference_mode()
     def generate(
@@ -336,31 +143,17 @@ class Llama:
             temperature, top_p, top_k: see :func:`sample`; temperature 0 is greedy.
             logprobs: also return log p(token | prefix) for every returned token.
             echo: return the prompt tokens too (their first logprob is 0: nothing precedes it).
-            stops: if a list, gets one entry per prompt: the stop token that ended it, or None (length limit).
+            stops: if a list, gets one entry per prompt: the stop token that ended it, or None
+                (the length limit).
 
         Returns:
             (tokens, logprobs): per prompt, the new tokens (prompt + new with ``echo``) up to and
             excluding the first stop token; logprobs None unless requested.
         """
-        batch = self._prepare(prompt_tokens, max_gen_len, logprobs)
-        for _ in self._steps(batch, temperature, top_p, top_k):
+        batch, steps = self._steps(prompt_tokens, max_gen_len, logprobs, temperature, top_p, top_k)
+        for _ in steps:
             pass
-        stop = set(self.tokenizer.stop_tokens)
-        all_tokens = batch.tokens.tolist()
-        all_logprobs = batch.logprobs.tolist() if batch.logprobs is not None else None
-        out_tokens, out_logprobs = [], []
-        max_gen = batch.total_len - max(batch.prompt_lens)
-        for i, n in enumerate(batch.prompt_lens):
-            start, end = (0 if echo else n), n + max_gen
-            toks = all_tokens[i][start:end]
-            # cut at the first stop token among the *generated* ones (an echoed prompt may contain some)
-            cut = next((j for j in range(n - start, len(toks)) if toks[j] in stop), len(toks))
-            out_tokens.append(toks[:cut])
-            if stops is not None:
-                stops.append(toks[cut] if cut < len(toks) else None)
-            if all_logprobs is not None:
-                out_logprobs.append(all_logprobs[i][start:end][:cut])
-        return out_tokens, (out_logprobs if logprobs else None)
+        return batch.results(echo, set(self.tokenizer.stop_tokens), stops)
 
     @torch.inference_mode()
     def generate_stream(
@@ -371,10 +164,10 @@ class Llama:
         top_p: float = 0.9,
         top_k: int | None = None,
     ) -> Iterator[int]:
-        """Yield the new token ids of one prompt as they are produced (the stop token is not yielded)."""
-        batch = self._prepare([prompt_tokens], max_gen_len, logprobs=False)
+        """Yield the new token ids of one prompt as they are produced (not the stop token)."""
+        batch, steps = self._steps([prompt_tokens], max_gen_len, False, temperature, top_p, top_k)
         stop = set(self.tokenizer.stop_tokens)
-        for pos in self._steps(batch, temperature, top_p, top_k):
+        for pos in steps:
             if pos >= batch.prompt_lens[0]:
                 token = int(batch.tokens[0, pos])
                 if token in stop:
@@ -384,30 +177,36 @@ class Llama:
     # ---- text and chat ----
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the tokenizer
-        says it adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g. SmolLM2)."""
-        return self.tokenizer.encode(prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False)
+        """Token ids of a text prompt, with BOS as Meta's ``text_completion`` does (unless the
+        tokenizer adds none: ``add_bos`` of GGUF / HF byte-level tokenizers, e.g. SmolLM2)."""
+        return self.tokenizer.encode(
+            prompt, bos=getattr(self.tokenizer, "add_bos", True), eos=False
+        )
 
     def encode_dialog(self, dialog: Dialog) -> list[int]:
-        """Token ids of a dialog laid out by the model's chat format, ending with the assistant header."""
+        """Token ids of a dialog in the model's chat format, ending with the assistant header."""
         if self.formatter is None:
-            raise GenerationError("this checkpoint has neither a chat template nor a Llama 3 tokenizer: use generate")
+            why = "neither a chat template nor a Llama 3 tokenizer"
+            raise GenerationError(f"this checkpoint has {why}: use generate")
         if not dialog:
             raise GenerationError("chat: the dialog is empty; give at least one message")
         return self.formatter.encode_dialog_prompt(dialog)
 
-    def _batched(
-        self, prompts: list[list[int]], max_gen_len, temperature, top_p, top_k, logprobs, echo=False, stops=None
-    ):
-        """generate() over chunks of max_batch_size prompts."""
-        toks, lps, step = [], [], self.args.max_batch_size
+    def _completions(self, prompts: list[list[int]], generation, logprobs: bool, **options) -> list:
+        """generate() over chunks of max_batch_size prompts; Meta's result dicts
+        ``{"generation": generation(tokens, stop token or None)}``, plus ``tokens``/``logprobs``."""
+        out, step, decode = [], self.args.max_batch_size, self.tokenizer.decode
         for i in range(0, len(prompts), step):
-            t, lp = self.generate(
-                prompts[i : i + step], max_gen_len, temperature, top_p, top_k, logprobs, echo, stops=stops
+            stops: list[int | None] = []
+            toks, lps = self.generate(
+                prompts[i : i + step], logprobs=logprobs, stops=stops, **options
             )
-            toks += t
-            lps += lp or [None] * len(t)
-        return toks, lps
+            for t, lp, stop in zip(toks, lps or [None] * len(toks), stops):
+                pred = {"generation": generation(t, stop)}
+                if logprobs:
+                    pred["tokens"], pred["logprobs"] = [decode([x]) for x in t], lp
+                out.append(pred)
+        return out
 
     def text_completion(
         self,
@@ -419,10 +218,12 @@ class Llama:
         echo: bool = False,
         top_k: int | None = None,
     ) -> list[CompletionPrediction]:
-        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs`` if asked)."""
+        """Continue each text prompt: ``[{"generation": str}]`` (+ ``tokens``/``logprobs``)."""
         ids = [self.encode_prompt(p) for p in prompts]
-        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, echo)
-        return self._predictions(toks, lps, logprobs, lambda text: text)
+        options = dict(max_gen_len=max_gen_len, temperature=temperature, top_p=top_p, top_k=top_k)
+        return self._completions(
+            ids, lambda t, _: self.tokenizer.decode(t), logprobs, echo=echo, **options
+        )
 
     def chat_completion(
         self,
@@ -433,63 +234,44 @@ class Llama:
         logprobs: bool = False,
         top_k: int | None = None,
     ) -> list[ChatPrediction]:
-        """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str, "stop_reason": str}}]``.
+        """Answer each dialog: ``[{"generation": {"role": "assistant", "content": str,
+        "stop_reason": str}}]``.
 
-        Generation stops at any stop token, including Llama 3.1's <|eom_id|> (a tool call awaiting its result).
-        ``stop_reason`` is Meta's: "end_of_message" (<|eom_id|>), "end_of_turn" (another stop token) or
-        "out_of_tokens". With Meta's ChatFormat the message is read as Meta's ``decode_assistant_message``
-        does: a tool call becomes ``tool_calls`` (see ``chat_format.py``).
+        Generation stops at any stop token, including Llama 3.1's <|eom_id|> (a tool call awaiting
+        its result). ``stop_reason`` is Meta's: "end_of_message" (<|eom_id|>), "end_of_turn"
+        (another stop token) or "out_of_tokens". With Meta's ChatFormat the message is read as
+        Meta's ``decode_assistant_message`` does: a tool call becomes ``tool_calls``.
         """
         ids = [self.encode_dialog(d) for d in dialogs]
-        stops: list[int | None] = []
-        toks, lps = self._batched(ids, max_gen_len, temperature, top_p, top_k, logprobs, stops=stops)
-        preds = self._predictions(toks, lps, logprobs, lambda text: text)
-        for pred, t, stop in zip(preds, toks, stops):
-            pred["generation"] = self.formatter.decode_assistant_message(t, stop_reason(self.tokenizer, stop))
-        return preds
+        options = dict(max_gen_len=max_gen_len, temperature=temperature, top_p=top_p, top_k=top_k)
 
-    def _predictions(self, toks, lps, logprobs: bool, generation) -> list:
-        """Meta's result dicts: ``{"generation": generation(text)}``, plus ``tokens``/``logprobs`` if asked."""
-        out = []
-        for t, lp in zip(toks, lps):
-            pred = {"generation": generation(self.tokenizer.decode(t))}
-            if logprobs:
-                pred["tokens"] = [self.tokenizer.decode([x]) for x in t]
-                pred["logprobs"] = lp
-            out.append(pred)
-        return out
+        def reply(tokens: list[int], stop: int | None) -> dict:
+            return self.formatter.decode_assistant_message(
+                tokens, stop_reason(self.tokenizer, stop)
+            )
+
+        return self._completions(ids, reply, logprobs, **options)
 
     def stream_tokens_as_text(self, tokens: Iterator[int]) -> Iterator[str]:
         """Text pieces of a token stream, never splitting a multi-byte character."""
-        dec = IncrementalDecoder(self.tokenizer)
-        for t in tokens:
-            piece = dec.push(t)
-            if piece:
-                yield piece
-        tail = dec.flush()
-        if tail:
-            yield tail
+        return stream_text(self.tokenizer, tokens)
 
     def stream_text_completion(
-        self,
-        prompt: str,
-        max_gen_len: int | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.9,
-        top_k: int | None = None,
-    ) -> Iterator[str]:
+        self, prompt: str, max_gen_len: int | None = None, temperature: float = 0.6,
+        top_p: float = 0.9, top_k: int | None = None,
+    ) -> Iterator[str]:  # fmt: skip
         """Continue one text prompt, yielding text pieces as tokens are produced."""
         ids = self.encode_prompt(prompt)
-        return self.stream_tokens_as_text(self.generate_stream(ids, max_gen_len, temperature, top_p, top_k))
+        return stream_text(
+            self.tokenizer, self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
+        )
 
     def stream_chat_completion(
-        self,
-        dialog: Dialog,
-        max_gen_len: int | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.9,
-        top_k: int | None = None,
-    ) -> Iterator[str]:
+        self, dialog: Dialog, max_gen_len: int | None = None, temperature: float = 0.6,
+        top_p: float = 0.9, top_k: int | None = None,
+    ) -> Iterator[str]:  # fmt: skip
         """Answer one dialog, yielding text pieces of the assistant's reply as they are produced."""
         ids = self.encode_dialog(dialog)
-        return self.stream_tokens_as_text(self.generate_stream(ids, max_gen_len, temperature, top_p, top_k))
+        return stream_text(
+            self.tokenizer, self.generate_stream(ids, max_gen_len, temperature, top_p, top_k)
+        )

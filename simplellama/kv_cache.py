@@ -4,7 +4,8 @@ During generation each new token attends to every earlier one. Instead of recomp
 and values, each attention layer keeps them in two buffers of shape (B, S, K, Dh), allocated once
 (sized from the request: batch x longest sequence) and filled in place. ``update(start_pos, k, v)``
 writes T new positions at ``start_pos`` and returns views of positions ``0 .. start_pos+T``; any T
-works, so a prompt can be prefilled in one call or in chunks, then decoded one or several tokens at a time.
+works, so a prompt can be prefilled in one call or in chunks, then decoded one or several tokens at
+a time.
 
 The buffers are registered with ``persistent=False``: they follow ``model.to(device/dtype)`` but are
 not part of the state dict, so checkpoints load with ``strict=True``.
@@ -17,15 +18,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import KVCacheError
+
 __all__ = ["KVCache", "KVCacheError"]
 
 
-class KVCacheError(ValueError):
-    """A cache write does not fit: the message names the argument, the limit and the value found."""
-
-
 class KVCache(nn.Module):
-    """K and V buffers of one attention layer, (max_batch_size, max_seq_len, n_kv_heads, head_dim) each."""
+    """K and V buffers of one attention layer, (max_batch_size, max_seq_len, n_kv_heads, head_dim)
+    each."""
 
     def __init__(
         self,
@@ -41,8 +41,12 @@ class KVCache(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise KVCacheError(f"KVCache: {name} must be a positive integer, found {value!r}")
         shape = (max_batch_size, max_seq_len, n_kv_heads, head_dim)  # (B, S, K, Dh)
-        self.register_buffer("cache_k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("cache_v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer(
+            "cache_k", torch.zeros(shape, device=device, dtype=dtype), persistent=False
+        )
+        self.register_buffer(
+            "cache_v", torch.zeros(shape, device=device, dtype=dtype), persistent=False
+        )
 
     @property
     def max_batch_size(self) -> int:
@@ -57,37 +61,43 @@ class KVCache(nn.Module):
         """Memory held by the K and V buffers, in bytes."""
         return self.cache_k.nbytes + self.cache_v.nbytes
 
-    def update(self, start_pos: int, xk: torch.Tensor, xv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, start_pos: int, xk: torch.Tensor, xv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, T, K, Dh) at positions ``start_pos .. start_pos+T-1``.
 
-        Returns views (B, start_pos+T, K, Dh) of keys and values for positions ``0 .. start_pos+T-1``.
+        Returns views (B, start_pos+T, K, Dh) of keys and values for positions ``0 ..
+        start_pos+T-1``.
         """
         B, T = xk.shape[:2]
         if xk.shape != xv.shape or xk.shape[2:] != self.cache_k.shape[2:]:
             raise KVCacheError(
-                f"KVCache.update: k and v must be (B, T, {self.cache_k.shape[2]}, {self.cache_k.shape[3]}), "
+                f"KVCache.update: k and v must be (B, T, {self.cache_k.shape[2]}, "
+                f"{self.cache_k.shape[3]}), "
                 f"found {tuple(xk.shape)} and {tuple(xv.shape)}"
             )
         if B > self.max_batch_size:
-            raise KVCacheError(f"KVCache.update: batch {B} exceeds max_batch_size {self.max_batch_size}")
+            raise KVCacheError(
+                f"KVCache.update: batch {B} exceeds max_batch_size {self.max_batch_size}"
+            )
         if start_pos < 0 or start_pos + T > self.max_seq_len:
             raise KVCacheError(
-                f"KVCache.update: positions {start_pos}..{start_pos + T - 1} do not fit max_seq_len "
+                f"KVCache.update: positions {start_pos}..{start_pos + T - 1} do not fit "
+                "max_seq_len "
                 f"{self.max_seq_len} (call setup_cache with a larger max_seq_len)"
             )
         if xk.dtype != self.cache_k.dtype or xv.dtype != self.cache_v.dtype:
             raise KVCacheError(
-                f"KVCache.update: dtype {xk.dtype}/{xv.dtype} does not match the cache's {self.cache_k.dtype}"
+                f"KVCache.update: dtype {xk.dtype}/{xv.dtype} does not match the cache's "
+                f"{self.cache_k.dtype}"
             )
         end = start_pos + T
         self.cache_k[:B, start_pos:end] = xk
         self.cache_v[:B, start_pos:end] = xv
-        return self.cache_k[:B, :end], self.cache_v[:B, :end]  # (B, S, K, Dh) views, S = start_pos + T
-
-    def reset(self) -> None:
-        """Zero both buffers (not needed for correctness: positions past start_pos+T are never read)."""
-        self.cache_k.zero_()
-        self.cache_v.zero_()
+        return self.cache_k[:B, :end], self.cache_v[
+            :B, :end
+        ]  # (B, S, K, Dh) views, S = start_pos + T
 
     def extra_repr(self) -> str:
-        return f"{tuple(self.cache_k.shape)}, dtype={self.cache_k.dtype}, {self.nbytes / 2**20:.1f} MiB"
+        shape, dtype = tuple(self.cache_k.shape), self.cache_k.dtype
+        return f"{shape}, dtype={dtype}, {self.nbytes / 2**20:.1f} MiB"

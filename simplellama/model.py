@@ -6,14 +6,13 @@ Follows Meta's ``llama_models/llama3/model.py`` (without fairscale model paralle
     for each layer:  h = h + attention(attention_norm(h));  h = h + feed_forward(ffn_norm(h))
     logits = output(norm(h))          (float32)
 
-Parameter names are Meta's (``layers.0.attention.wq.weight`` ...), so a ``consolidated.00.pth`` loads
-with ``load_state_dict(strict=True)``; the RoPE table and the KV caches are non-persistent buffers and
-never appear in the state dict. With tied embeddings ``output.weight`` *is* ``tok_embeddings.weight``
-and the state dict still carries both keys.
+Parameter names are Meta's (``layers.0.attention.wq.weight`` ...), so a ``consolidated.00.pth``
+loads with ``load_state_dict(strict=True)``. With tied embeddings ``output.weight`` *is*
+``tok_embeddings.weight`` and the state dict still carries both keys.
 
-Two ways to run: ``forward(tokens, start_pos)`` uses the KV cache (inference, no gradients): pass the
-prompt (whole or in chunks) then new tokens with the position of their first token;
-``forward(tokens, start_pos=None)`` is a plain causal forward over ``tokens`` (training, full recompute).
+Two ways to run: ``forward(tokens)`` (``start_pos=None``) is a plain causal pass over ``tokens``
+(training, full recompute, gradients); ``forward(tokens, start_pos)`` uses the KV cache (inference,
+no gradients): the prompt (whole or in chunks), then new tokens with the position of their first.
 
 Shapes: B batch, T new tokens, S = start_pos + T, D model dim, V vocab, Dh head dim.
 """
@@ -21,44 +20,33 @@ Shapes: B batch, T new tokens, S = start_pos + T, D model dim, V vocab, Dh head 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from LogRelay import get_relay
 
 from .attention import Attention, causal_mask
 from .config import ModelArgs
+from .errors import ModelError
 from .ffn import FeedForward
 from .kv_cache import KVCache
 from .norm import RMSNorm, upcast
 from .rope import freqs_cis_from_args, rope_description
+
+Device = torch.device | str | None
+DType = torch.dtype | None
+Mask = Tensor | None
 
 __all__ = ["ModelError", "TransformerBlock", "Transformer"]
 
 log = get_relay("simplellama.model")
 
 
-def _real_dtype(weight: torch.Tensor) -> torch.dtype:
-    """RoPE table precision: float32 as Meta, float64 when the weights are float64 (reference checks)."""
-    return torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-
-class ModelError(ValueError):
-    """Bad input to the model: the message names the argument and the expected versus found value."""
-
-
 class TransformerBlock(nn.Module):
     """Pre-norm decoder layer: attention and SwiGLU, each wrapped in RMSNorm + residual."""
 
-    def __init__(
-        self,
-        layer_id: int,
-        args: ModelArgs,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, layer_id: int, args: ModelArgs, device: Device = None, dtype: DType = None):
         super().__init__()
         self.layer_id = layer_id
         self.attention = Attention(args, device=device, dtype=dtype)
@@ -66,62 +54,56 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
 
-    def forward(
-        self, x: torch.Tensor, freqs_cis: torch.Tensor, mask: torch.Tensor | None, start_pos: int | None
-    ) -> torch.Tensor:
+    def forward(self, x: Tensor, start_pos: int | None, freqs_cis: Tensor, mask: Mask) -> Tensor:
         """x (B, T, D) -> (B, T, D)."""
-        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, start_pos)
+        h = x + self.attention(self.attention_norm(x), start_pos, freqs_cis, mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
 class Transformer(nn.Module):
     """Llama 3.x language model: tokens (B, T) -> float32 logits (B, T, V)."""
 
-    def __init__(
-        self,
-        args: ModelArgs,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, args: ModelArgs, device: Device = None, dtype: DType = None) -> None:
         super().__init__()
         self.args = args
         emb = torch.empty(args.vocab_size, args.dim, device=device, dtype=dtype)  # (V, D)
-        if not emb.is_meta:  # nn.Embedding's N(0, 1) init; on "meta" (loaders) normal_ would import torch's
-            nn.init.normal_(emb)  # compiler stack (~1 s) to fill nothing
+        if not emb.is_meta:  # nn.Embedding's N(0, 1); on "meta" (loaders) it would only cost time
+            nn.init.normal_(emb)
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=emb)
-        self.layers = nn.ModuleList(TransformerBlock(i, args, device, dtype) for i in range(args.n_layers))
+        self.layers = nn.ModuleList(
+            TransformerBlock(i, args, device, dtype) for i in range(args.n_layers)
+        )
         self.norm = RMSNorm(args.dim, eps=args.norm_eps, device=device, dtype=dtype)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False, device=device, dtype=dtype)
         if args.tie_word_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one (V, D) tensor, two names
-        # RoPE table for positions 0 .. max_seq_len-1 (grown on demand); not in the state dict. A "meta"
-        # model (loaders) gets a CPU table, rebuilt by .to(device) (meta arange also imports the compiler stack).
-        table_device = "cpu" if self.tok_embeddings.weight.is_meta else device
-        table = freqs_cis_from_args(args, device=table_device, dtype=_real_dtype(self.tok_embeddings.weight))
-        self.register_buffer("freqs_cis", table, persistent=False)
+        # RoPE table for 2 * max_seq_len positions as Meta's: a plain attribute (not in the state
+        # dict, left complex by model.to(dtype)) on the CPU, complex128 for float64 models.
+        wide = (dtype or torch.get_default_dtype()) == torch.float64
+        real = torch.float64 if wide else torch.float32
+        self.freqs_cis = freqs_cis_from_args(args, 2 * args.max_seq_len, "cpu", real)  # (2S, Dh/2)
         log.info("%s", rope_description(args))
 
-    # ---- KV cache ----
     def setup_cache(self, max_batch_size: int | None = None, max_seq_len: int | None = None) -> int:
-        """(Re)allocate every layer's KV cache for ``max_batch_size`` x ``max_seq_len``; returns its bytes.
+        """(Re)allocate every layer's KV cache for B x S positions (default: ``args``); its bytes.
 
-        Defaults come from ``args``. Size it from the request (prompt + new tokens), not the model's
-        maximum: the cache of Llama 3.1 8B for 4 x 128k positions in bf16 would be 64 GiB.
+        Size it from the request (prompt + new tokens), not the model's maximum: the cache of
+        Llama 3.1 8B for 4 x 128k positions in bf16 would be 64 GiB.
         """
         B = self.args.max_batch_size if max_batch_size is None else max_batch_size
         S = self.args.max_seq_len if max_seq_len is None else max_seq_len
-        weight = self.tok_embeddings.weight
-        # inference_mode(False): normal tensors even when called under torch.inference_mode(), so the
-        # cache stays writable and the RoPE table usable by a later training forward.
+        w = self.tok_embeddings.weight
+        # plain tensors even under torch.inference_mode(): usable by any later call, also training
         with torch.inference_mode(False):
             for layer in self.layers:
-                attn = layer.attention
-                attn.cache = None  # free the old buffers before allocating new ones
-                attn.cache = KVCache(B, S, attn.n_kv_heads, attn.head_dim, device=weight.device, dtype=weight.dtype)
-            self._freqs(S, weight.device)
-        nbytes = self.cache_bytes
-        log.info("KV cache: %d x %d positions, %s, %.1f MiB", B, S, weight.dtype, nbytes / 2**20)
-        return nbytes
+                a = layer.attention
+                a.cache = None  # free the old buffers before allocating new ones
+                a.cache = KVCache(B, S, a.n_kv_heads, a.head_dim, device=w.device, dtype=w.dtype)
+            self._rope(S)
+        log.info(
+            "KV cache: %d x %d positions, %s, %.1f MiB", B, S, w.dtype, self.cache_bytes / 2**20
+        )
+        return self.cache_bytes
 
     def free_cache(self) -> None:
         """Drop the KV caches (the next cached forward allocates them again from ``args``)."""
@@ -131,77 +113,75 @@ class Transformer(nn.Module):
     @property
     def cache_bytes(self) -> int:
         """Bytes held by the KV caches (0 when none is allocated)."""
-        return sum(layer.attention.cache.nbytes for layer in self.layers if layer.attention.cache is not None)
+        caches = [layer.attention.cache for layer in self.layers]
+        return sum(c.nbytes for c in caches if c is not None)
 
-    def _freqs(self, end: int, device: torch.device) -> torch.Tensor:
-        """The RoPE table (>= end, Dh/2) on ``device``, rebuilt (S x Dh/2 cos/sin, cheap) when too short."""
-        f, real = self.freqs_cis, _real_dtype(self.tok_embeddings.weight)
-        if f.dtype != real.to_complex() or f.device != device or f.shape[0] < end:
-            with torch.inference_mode(False):  # a normal tensor, usable later by a training forward
-                self.freqs_cis = freqs_cis_from_args(self.args, max(end, self.args.max_seq_len), device, real)
+    def _rope(self, end: int) -> Tensor:
+        """The RoPE table, extended (outside inference mode) to hold positions up to ``end``."""
+        if end > len(self.freqs_cis):
+            with torch.inference_mode(False):
+                self.freqs_cis = freqs_cis_from_args(
+                    self.args, end, "cpu", self.freqs_cis.real.dtype
+                )
         return self.freqs_cis
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Transformer:
-        # model.to(dtype) would cast the complex64 RoPE table to a real dtype (dropping its imaginary
-        # part) and to_empty() cannot copy a "meta" table: keep it out, then rebuild it on the new device.
-        freqs = self._buffers.pop("freqs_cis")
-        try:
-            super()._apply(fn, recurse)
-        finally:
-            self._buffers["freqs_cis"] = freqs
-        with torch.inference_mode(False):
-            weight = self.tok_embeddings.weight
-            self.freqs_cis = freqs_cis_from_args(self.args, freqs.shape[0], weight.device, _real_dtype(weight))
-        return self
+    def forward(
+        self, tokens: Tensor, start_pos: int | None = None, logits_to_keep: int = 0
+    ) -> Tensor:
+        """Logits (B, T, V) in float32 for tokens (B, T) at positions ``start_pos`` .. + T - 1.
 
-    # ---- forward ----
-    def forward(self, tokens: torch.Tensor, start_pos: int | None = 0, logits_to_keep: int = 0) -> torch.Tensor:
-        """Logits (B, T, V) in float32 for tokens (B, T) at positions ``start_pos .. start_pos+T-1``.
-
-        ``start_pos`` int: uses and fills the KV cache (allocated from ``args`` if missing), no gradients.
-        ``start_pos=None``: causal forward over ``tokens`` alone, without the cache, gradients enabled.
-        ``logits_to_keep`` n > 0: logits of the last n positions only, (B, n, V) (as transformers'
-        argument of that name): sampling needs only the last one, and the (T, D) x (D, V) output
-        projection is the largest matmul of a prefill.
+        ``start_pos=None``: causal forward over ``tokens`` alone, no cache, gradients enabled; an
+        int: uses and fills the KV cache (allocated from ``args`` if missing), no gradients.
+        ``logits_to_keep`` n > 0: logits of the last n positions only, (B, n, V) (transformers'
+        name): sampling needs only the last; the output projection is a prefill's largest matmul.
         """
-        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
-            raise ModelError(f"Transformer.forward: logits_to_keep must be an int >= 0, found {logits_to_keep!r}")
-        if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
-            raise ModelError(
-                f"Transformer.forward: tokens must be integer (B, T), found {tokens.dtype} {tuple(tokens.shape)}"
-            )
-        if start_pos is None:
+        pos = _check_inputs(tokens, start_pos, logits_to_keep)
+        if pos is None:
             return self._forward(tokens, None, logits_to_keep)
-        try:
-            pos = -1 if isinstance(start_pos, bool) else operator.index(start_pos)  # int, numpy int, int tensor
-        except TypeError:
-            pos = -1
-        if pos < 0:
-            raise ModelError(f"Transformer.forward: start_pos must be None or an int >= 0, found {start_pos!r}")
         if self.layers[0].attention.cache is None:
             self.setup_cache()
         with torch.no_grad():
             return self._forward(tokens, pos, logits_to_keep)
 
-    def _forward(self, tokens: torch.Tensor, start_pos: int | None, logits_to_keep: int = 0) -> torch.Tensor:
-        B, T = tokens.shape
-        pos = 0 if start_pos is None else start_pos
+    def _forward(self, tokens: Tensor, start_pos: int | None, logits_to_keep: int) -> Tensor:
+        T, pos = tokens.shape[1], start_pos or 0
         h = self.tok_embeddings(tokens)  # (B, T, D)
-        freqs_cis = self._freqs(pos + T, h.device)[pos : pos + T]  # (T, Dh/2)
+        freqs_cis = self._rope(pos + T)[pos : pos + T].to(h.device)  # (T, Dh/2)
         mask = causal_mask(T, pos, device=h.device)  # (T, S) bool, or None when T == 1
         for layer in self.layers:
-            h = layer(h, freqs_cis, mask, start_pos)  # (B, T, D)
+            h = layer(h, start_pos, freqs_cis, mask)  # (B, T, D)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]  # (B, n, D): only these positions need logits
-        h = self.norm(h)
-        return upcast(self.output(h))  # (B, T or n, V) float32 (float64 for float64 weights)
+        return upcast(self.output(self.norm(h)))  # (B, T or n, V) float32 (or float64)
 
-    # ---- training helpers ----
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
-        """Fresh weights for training from scratch: N(0, std) matrices and embeddings, norm scales 1."""
+        """Fresh weights for training from scratch: N(0, std) matrices and embeddings, norms 1."""
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 module.weight.normal_(0.0, std, generator=generator)
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
+
+
+def _check_inputs(tokens: Tensor, start_pos: int | None, logits_to_keep: int) -> int | None:
+    """The public entry's cheap checks (the layers have none); ``start_pos`` as an int or None."""
+    where = "Transformer.forward"
+    if (
+        isinstance(logits_to_keep, bool)
+        or not isinstance(logits_to_keep, int)
+        or logits_to_keep < 0
+    ):
+        raise ModelError(f"{where}: logits_to_keep must be an int >= 0, found {logits_to_keep!r}")
+    if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
+        found = f"{tokens.dtype} {tuple(tokens.shape)}"
+        raise ModelError(f"{where}: tokens must be integer (B, T), found {found}")
+    if start_pos is None:
+        return None
+    try:  # int, numpy int, int tensor
+        pos = -1 if isinstance(start_pos, bool) else operator.index(start_pos)
+    except TypeError:
+        pos = -1
+    if pos < 0:
+        raise ModelError(f"{where}: start_pos must be None or an int >= 0, found {start_pos!r}")
+    return pos

@@ -1,8 +1,8 @@
 """RMSNorm (Zhang & Sennrich 2019): scale each vector by the inverse root of its mean square.
 
-``y = x / sqrt(mean(x**2) + eps) * weight``, no mean subtraction and no bias (cheaper than LayerNorm).
-Computed in float32 whatever the input dtype, then cast back before the learned scale, exactly as
-Meta's ``llama_models/llama3/model.py: RMSNorm`` (and HF ``LlamaRMSNorm``) do.
+``y = x / sqrt(mean(x**2) + eps) * weight``, no mean subtraction and no bias (cheaper than
+LayerNorm). Computed in float32 whatever the input dtype, then cast back before the learned scale,
+exactly as Meta's ``llama_models/llama3/model.py: RMSNorm`` (and HF ``LlamaRMSNorm``) do.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ __all__ = ["RMSNorm", "upcast"]
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32, or wider when it already is (float64 stays float64 for reference checks)."""
+    """``x`` in float32, or wider when it already is (float64 stays float64 for reference
+    checks)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalisation over the last dim with a learned per-feature scale ``weight`` (D,)."""
+    """Root-mean-square normalisation over the last dim with a learned per-feature scale ``weight``
+    (D,)."""
 
     def __init__(
         self,
@@ -39,7 +41,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., D) -> (..., D)."""
-        # F.rms_norm computes ``_norm`` in one kernel (tests check they agree); no weight inside it, so
+        # F.rms_norm computes ``_norm`` in one kernel (tests check they agree); no weight inside it,
+        # so
         # the scale is applied after the cast back, as Meta does.
         return F.rms_norm(upcast(x), x.shape[-1:], eps=self.eps).type_as(x) * self.weight
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["GenerationError", "sample_greedy", "top_k_probs", "top_p_probs", "sample_top_p", "sample"]
+from .errors import GenerationError
 
-
-class GenerationError(ValueError):
-    """A generation request cannot be served (bad sampling setting, empty prompt, too long for the context, ...)."""
+__all__ = [
+    "GenerationError",
+    "sample_greedy",
+    "top_k_probs",
+    "top_p_probs",
+    "sample_top_p",
+    "sample",
+]
 
 
 def sample_greedy(logits: torch.Tensor) -> torch.Tensor:
@@ -23,7 +28,8 @@ def sample_greedy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def top_k_probs(probs: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` most likely tokens per row, renormalised (Fan et al. 2018). (B, V) -> (B, V)."""
+    """Keep the ``k`` most likely tokens per row, renormalised (Fan et al. 2018). (B, V) -> (B,
+    V)."""
     if k <= 0:
         raise GenerationError(f"top_k: expected a positive integer, found {k}")
     k = min(k, probs.shape[-1])
@@ -48,7 +54,9 @@ def top_p_probs(probs: torch.Tensor, p: float) -> torch.Tensor:
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
-def sample_top_p(probs: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_top_p(
+    probs: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Meta's ``sample_top_p``: draw one token per row from the top-p nucleus. (B, V) -> (B, 1)."""
     return torch.multinomial(top_p_probs(probs, p), num_samples=1, generator=generator)
 
@@ -60,7 +68,8 @@ def sample(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Next token per row: greedy at ``temperature == 0``, else softmax(logits / T) -> top-k -> top-p -> draw.
+    """Next token per row: greedy at ``temperature == 0``, else softmax(logits / T) -> top-k ->
+    top-p -> draw.
 
     Args:
         logits: (B, V) scores of the last position.

@@ -113,7 +113,7 @@ def test_fast_reader_fields_equal_gguf_reader():
     """Our faster metadata parse gives the stock gguf.GGUFReader's fields, part by part."""
     import gguf
 
-    from simplellama.checkpoint_gguf import _reader
+    from simplellama.checkpoint.gguf import _reader
 
     path = default_model_path()
     stock, fast = gguf.GGUFReader(path), _reader(path)
@@ -135,7 +135,7 @@ def test_chunked_dequantize_equals_gguf_dequantize(monkeypatch, dtype):
     import numpy as np
     from gguf.quants import dequantize
 
-    from simplellama import checkpoint_gguf
+    from simplellama.checkpoint import gguf as checkpoint_gguf
 
     path = default_model_path()
     reader = checkpoint_gguf._reader(path)

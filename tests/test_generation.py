@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from simplellama.checkpoint import default_model_path
-from simplellama.generation import GenerationError, IncrementalDecoder, Llama
-from simplellama.tokenizer import Tokenizer
+from simplellama.generation import GenerationError, Llama
+from simplellama.tokenizer import IncrementalDecoder, Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -258,7 +258,7 @@ def test_attention_matches_transformers(n_kv_heads, name, rope, rope_params):
     B, T = 2, 90
     x = torch.randn(B, T, args.dim)
     ours.use_sdpa = False  # the explicit ``attend`` path
-    out = ours(x, freqs_cis_from_args(args)[:T], causal_mask(T))
+    out = ours(x, None, freqs_cis_from_args(args)[:T], causal_mask(T))
 
     cos, sin = LlamaRotaryEmbedding(ref.config)(x, torch.arange(T)[None].expand(B, T))
     additive = torch.full((T, T), float("-inf")).triu(1)[None, None].expand(B, 1, T, T)
@@ -266,7 +266,9 @@ def test_attention_matches_transformers(n_kv_heads, name, rope, rope_params):
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
 
     ours.use_sdpa = True
-    torch.testing.assert_close(ours(x, freqs_cis_from_args(args)[:T], causal_mask(T)), ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ours(x, None, freqs_cis_from_args(args)[:T], causal_mask(T)), ref_out, atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=["fp32", "bf16"])
@@ -303,7 +305,7 @@ def test_attention_module_paths_agree_with_cache():
     with torch.no_grad():
         for start, end in ((0, 7), (7, 10), (10, 11), (11, 12)):
             T = end - start
-            outs = [m(x[:, start:end], freqs[start:end], causal_mask(T, start), start) for m in (fused, explicit)]
+            outs = [m(x[:, start:end], start, freqs[start:end], causal_mask(T, start)) for m in (fused, explicit)]
             torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
 
 
@@ -311,7 +313,7 @@ def test_attention_without_cache_raises_clear_error():
     args = tiny_args({})
     attn = Attention(args)
     with pytest.raises(ValueError, match="start_pos given but no KV cache"):
-        attn(torch.randn(1, 3, args.dim), freqs_cis_from_args(args)[:3], causal_mask(3), start_pos=0)
+        attn(torch.randn(1, 3, args.dim), 0, freqs_cis_from_args(args)[:3], causal_mask(3))
 
 
 # ---------------------------------------------------------------- SwiGLU

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from simplellama.checkpoint.sharded import check_parallel, rank_range, shards_for_rank
 from simplellama.config import ModelArgs
-from simplellama.parallel import ParallelError, check_parallel, rank_range
-from simplellama.parallel_load import shards_for_rank
+from simplellama.errors import ParallelError
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -61,17 +61,15 @@ def _run(model, prompt: torch.Tensor, n_new: int) -> dict[str, torch.Tensor]:
 
 def _worker(spec: dict) -> None:
     """One rank of a torchrun job (this file run as a script)."""
+    from simplellama.checkpoint import load_model
     from simplellama.parallel import is_main_rank, shutdown_distributed
-    from simplellama.parallel_load import load_model_parallel
 
     torch.manual_seed(0)
     dtype = getattr(torch, spec.get("dtype", "float32"))
     if spec.get("api") == "load_model":  # the public entry point, model_parallel_size given explicitly
-        from simplellama.checkpoint import load_model
-
         model, _ = load_model(spec["ckpt"], dtype=dtype, model_parallel_size=spec["mp"])
     else:
-        model, _ = load_model_parallel(spec["ckpt"], spec.get("mp"), dtype=dtype)
+        model, _ = load_model(spec["ckpt"], dtype=dtype, model_parallel_size=spec.get("mp"))
     result = _run(model, torch.tensor(spec["prompt"]), spec["n_new"])
     if is_main_rank():
         torch.save(result, spec["out"])
@@ -212,11 +210,11 @@ def test_shard_count_incompatible_with_world_size():
 
 
 def test_model_parallel_size_without_torchrun(monkeypatch):
-    from simplellama.parallel_load import load_model_parallel
+    from simplellama.checkpoint import load_model
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ParallelError, match="model_parallel_size=2 needs 2 processes but WORLD_SIZE=1"):
-        load_model_parallel(None, model_parallel_size=2)
+        load_model(None, model_parallel_size=2)
 
 
 def test_rank_ranges_tile_every_weight():

@@ -12,13 +12,8 @@ from pathlib import Path
 import pytest
 
 from simplellama.chat_format import ChatFormat, ChatFormatError, ChatTemplate
-from simplellama.tokenizer import (
-    MAX_NO_WHITESPACES_CHARS,
-    ByteLevelBPETokenizer,
-    Tokenizer,
-    TokenizerError,
-    load_tokenizer,
-)
+from simplellama.tokenizer import ByteLevelBPETokenizer, Tokenizer, TokenizerError, load_tokenizer
+from simplellama.tokenizer.llama3 import MAX_NO_WHITESPACES_CHARS
 
 META_DIR = Path(importlib.util.find_spec("llama_models").submodule_search_locations[0]) / "llama3"
 MODEL = META_DIR / "tokenizer.model"

@@ -7,22 +7,22 @@
     [[8.0, 12.0], [8.0, 12.0]]
 
 Layers: storage.py (index arithmetic) -> array.py (TinyArray: strided views over a flat list) ->
-tensor.py (Tensor + backward) -> ops.py / functional.py (ops with their backward rules) -> creation.py.
+autograd.py (grad mode, recording, the backward walk) -> ops.py (ops with their backward rules) ->
+tensor.py (Tensor: torch's method spellings of the ops) -> creation.py, functional.py, nn.py, optim.py.
+rng.py holds the seeded Generator; no module imports one that imports it back.
 """
 
 from subroutines import hformat, hprt, vformat, vprt  # ascii-art printing of tensors beside text
 from tinytorch import functional, nn, optim
 from tinytorch.array import TinyArray
+from tinytorch.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinytorch.creation import (
-    Generator,
     arange,
-    default_generator,
     empty,
     eye,
     full,
     full_like,
     linspace,
-    manual_seed,
     multinomial,
     ones,
     ones_like,
@@ -67,14 +67,15 @@ from tinytorch.ops import (
     var,
     where,
 )
+from tinytorch.rng import Generator, default_generator, manual_seed
 from tinytorch.storage import ShapeError, Size, TinyIndexError, TinyTorchError, bool_, float64, int64
-from tinytorch.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from tinytorch.tensor import Tensor
 from tinytorch.value import Value
 from tinytorch.viz import draw_dot
 
-float = double = float64  # noqa: A001 (torch's names; tinytorch has one float dtype)
+float = double = float64
 long = int64
-bool = bool_  # noqa: A001
+bool = bool_
 
 __all__ = [
     "Tensor", "TinyArray", "Size", "Generator", "default_generator", "manual_seed",

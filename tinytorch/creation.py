@@ -1,16 +1,14 @@
-"""Making tensors: from data, constant fills, ranges, and random numbers from a seeded Generator.
-
-Random numbers come from Python's ``random.Random`` (Mersenne Twister), so ``manual_seed(0)`` makes
-runs repeatable; they are *not* the same numbers torch draws for the same seed.
-"""
+"""Making tensors: from data, constant fills, ranges, and random numbers from a seeded Generator
+(``rng.py``: Python's Mersenne Twister, repeatable with ``manual_seed``, not torch's numbers)."""
 
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 from tinytorch.array import TinyArray, as_shape
+from tinytorch.rng import Generator, default_generator, manual_seed
+from tinytorch.rng import python_rng as _rng
 from tinytorch.storage import TinyTorchError, cast, float64, infer_dtype, int64
 from tinytorch.tensor import Tensor
 
@@ -19,34 +17,6 @@ __all__ = [
     "linspace", "rand", "randn", "randint", "randperm", "multinomial", "zeros_like", "ones_like", "full_like",
     "rand_like", "randn_like",
 ]  # fmt: skip
-
-
-class Generator:
-    """A seeded source of random numbers (``tinytorch.Generator().manual_seed(42)``)."""
-
-    def __init__(self, device: str = "cpu") -> None:
-        self.rng = random.Random(0)
-        self._seed = 0
-
-    def manual_seed(self, seed: int) -> Generator:
-        self._seed = int(seed)
-        self.rng.seed(self._seed)
-        return self
-
-    def initial_seed(self) -> int:
-        return self._seed
-
-
-default_generator = Generator()
-
-
-def manual_seed(seed: int) -> Generator:
-    """Seed the default generator (used when no ``generator=`` is passed)."""
-    return default_generator.manual_seed(seed)
-
-
-def _rng(generator: Generator | None) -> random.Random:
-    return (generator or default_generator).rng
 
 
 def _fill(shape: tuple, value: Any, dtype: str | None, requires_grad: bool) -> Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tinytorch import ops
 from tinytorch.array import TinyArray
+from tinytorch.creation import rand
 from tinytorch.ops import cat, log_softmax, record_op, softmax, stack, where
 from tinytorch.scalar_math import ieee_exp
 from tinytorch.storage import ShapeError, TinyIndexError
@@ -169,8 +170,6 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Any
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (identity when not training)."""
     if not training or p == 0.0:
         return input
-    from tinytorch.creation import rand
-
     keep = ops.lt(rand(*input.shape, generator=generator), 1.0 - p)
     return ops.mul(ops.masked_fill(input, ops.eq(keep, False), 0.0), 1.0 / (1.0 - p))
 

@@ -14,14 +14,13 @@ Layers (same constructor arguments, names and initialisation ranges as torch): `
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import functional as F
 from .array import TinyArray
-from .creation import default_generator
 from .debug import DEBUG
+from .rng import python_rng
 from .storage import float64
 from .tensor import Tensor
 
@@ -56,20 +55,14 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-def _random(generator: Any) -> random.Random:
-    """A ``tinytorch.Generator``, a ``random.Random`` or None (tinytorch's default generator, see manual_seed)."""
-    generator = generator or default_generator
-    return getattr(generator, "rng", generator)
-
-
 def _uniform(shape: tuple[int, ...], bound: float, generator: Any) -> TinyArray:
     """U(-bound, bound) numbers (torch's default for Linear weights: bound = 1 / sqrt(fan_in))."""
-    rng = _random(generator)
+    rng = python_rng(generator)
     return TinyArray([rng.uniform(-bound, bound) for _ in range(math.prod(shape))], shape, dtype=float64)
 
 
 def _normal(shape: tuple[int, ...], generator: Any) -> TinyArray:
-    rng = _random(generator)
+    rng = python_rng(generator)
     return TinyArray([rng.gauss(0.0, 1.0) for _ in range(math.prod(shape))], shape, dtype=float64)
 
 

@@ -11,10 +11,10 @@ import math
 import operator
 from collections import namedtuple
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinytorch.array import TinyArray
-from tinytorch.debug import DEBUG
+from tinytorch.autograd import record_op as _record
 from tinytorch.scalar_math import ieee_div, ieee_exp, ieee_log, ieee_pow, stable_sigmoid
 from tinytorch.storage import (
     ShapeError,
@@ -25,8 +25,9 @@ from tinytorch.storage import (
     normalize_dim,
     positions,
 )
-from tinytorch.tensor import Tensor, is_grad_enabled, raw_index_key
-from tinytorch.tensor import log as _relay
+
+if TYPE_CHECKING:  # for annotations only: tensor.py imports this module, not the other way round
+    from tinytorch.tensor import Tensor
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "matmul", "unary", "UNARY",
@@ -36,6 +37,7 @@ __all__ = [
     "getitem", "cat", "stack", "where", "masked_fill", "tril", "triu", "clamp", "softmax", "log_softmax",
     "cast_to", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "cos", "sin", "abs",
     "record_op",  # for the ops defined in functional.py
+    "raw_index_key",
 ]  # fmt: skip
 
 _sum = builtins.sum  # this module defines its own sum / max / min (torch's names)
@@ -43,22 +45,29 @@ MaxMin = namedtuple("MaxMin", ["values", "indices"])  # what torch.max(x, dim) r
 
 
 def record_op(data: TinyArray, parents: tuple[Tensor, ...], op: str, backward: Callable) -> Tensor:
-    """Wrap an op's output; record the graph edge if grad mode is on and an input needs grad."""
-    out = Tensor(data)
-    if is_grad_enabled():
-        out._parents, out._op = parents, op
-        if any(p.requires_grad for p in parents):
-            out.requires_grad, out._backward = True, backward
-    if DEBUG.on(out, op):
-        _relay.debug("%s %s -> %s", op, [tuple(p.shape) for p in parents], tuple(data.shape))
-    return out
+    """Wrap an op's output in a new tensor; record the graph edge if grad mode is on and an input needs grad."""
+    return _record(parents[0]._new(data), parents, op, backward)
 
 
-def _wrap(x: Any) -> Tensor:
+def _is_tensor(x: Any) -> bool:
+    return isinstance(getattr(x, "data", None), TinyArray)
+
+
+def _wrap(x: Any, like: Tensor) -> Tensor:
     """Python numbers become 0-d tensors (their dtype then takes part in type promotion)."""
-    if isinstance(x, Tensor):
-        return x
-    return Tensor(TinyArray([x], (), dtype=infer_dtype([x])))
+    return x if _is_tensor(x) else like._new(TinyArray([x], (), dtype=infer_dtype([x])))
+
+
+def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    like = a if _is_tensor(a) else b
+    return _wrap(a, like), _wrap(b, like)
+
+
+def raw_index_key(key: Any) -> Any:
+    """An index key with each tensor in it replaced by its TinyArray (TinyArray indexing)."""
+    if isinstance(key, tuple):
+        return tuple(k.data if _is_tensor(k) else k for k in key)
+    return key.data if _is_tensor(key) else key
 
 
 # -- IEEE scalar math (Python raises where torch returns inf / nan; the rest in scalar_math.py) -----
@@ -131,28 +140,28 @@ def _unary_fn(name: str) -> Callable[[Tensor], Tensor]:
     return fn
 
 
-exp, log, sqrt, rsqrt, tanh, sigmoid, relu, cos, sin, abs = (  # noqa: A001 (torch's names)
+exp, log, sqrt, rsqrt, tanh, sigmoid, relu, cos, sin, abs = (
     _unary_fn(n) for n in ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "cos", "sin", "abs")
 )
 
 
 # -- arithmetic (broadcasting) ----------------------------------------------------------------------
 def add(a: Any, b: Any) -> Tensor:
-    a, b = _wrap(a), _wrap(b)
+    a, b = _pair(a, b)
     return record_op(
         a.data.zip_with(b.data, operator.add), (a, b), "add", lambda g: (g.sum_to(a.shape), g.sum_to(b.shape))
     )
 
 
 def sub(a: Any, b: Any) -> Tensor:
-    a, b = _wrap(a), _wrap(b)
+    a, b = _pair(a, b)
     return record_op(
         a.data.zip_with(b.data, operator.sub), (a, b), "sub", lambda g: (g.sum_to(a.shape), (-g).sum_to(b.shape))
     )
 
 
 def mul(a: Any, b: Any) -> Tensor:
-    a, b = _wrap(a), _wrap(b)
+    a, b = _pair(a, b)
 
     def backward(g: TinyArray) -> tuple:
         ga = (g * b.data).sum_to(a.shape) if a.requires_grad else None
@@ -163,7 +172,7 @@ def mul(a: Any, b: Any) -> Tensor:
 
 
 def div(a: Any, b: Any) -> Tensor:
-    a, b = _wrap(a), _wrap(b)
+    a, b = _pair(a, b)
     out = a.data.zip_with(b.data, operator.truediv, float64, ieee_div)
 
     def backward(g: TinyArray) -> tuple:
@@ -176,8 +185,8 @@ def div(a: Any, b: Any) -> Tensor:
     return record_op(out, (a, b), "div", backward)
 
 
-def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 (torch's name)
-    a, b = _wrap(a), _wrap(b)
+def pow(a: Any, b: Any) -> Tensor:  # torch's name
+    a, b = _pair(a, b)
     ints = a.dtype != float64 and b.dtype != float64
     out = a.data.zip_with(b.data, operator.pow if ints else math.pow, None if ints else float64, ieee_pow)
 
@@ -199,7 +208,8 @@ def neg(a: Tensor) -> Tensor:
 
 def _compare(fn: Callable) -> Callable[[Any, Any], Tensor]:
     def compare(a: Any, b: Any) -> Tensor:
-        return Tensor(_wrap(a).data.zip_with(_wrap(b).data, fn, bool_))
+        a, b = _pair(a, b)
+        return a._new(a.data.zip_with(b.data, fn, bool_))
 
     return compare
 
@@ -244,7 +254,7 @@ def _keepdim_shape(shape: Sequence[int], dims: list[int]) -> tuple[int, ...]:
     return tuple(1 if d in dims else n for d, n in enumerate(shape))
 
 
-def sum(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:  # noqa: A001
+def sum(x: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
     dims = _dims(x, dim)
     out = x.data.reduce(dims, keepdim, _sum, int64 if x.dtype == bool_ else None)
     return record_op(out, (x,), "sum", lambda g: (g.reshape(_keepdim_shape(x.shape, dims)).expand(*x.shape),))
@@ -284,15 +294,15 @@ def _extreme(x: Tensor, dim: int | None, keepdim: bool, pick: Callable, op: str)
             out[r * n + i] = gv
         return (TinyArray(out, pshape).permute(*inv),)
 
-    return MaxMin(record_op(values, (x,), op, backward), Tensor(indices))
+    return MaxMin(record_op(values, (x,), op, backward), x._new(indices))
 
 
-def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxMin:  # noqa: A001
+def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxMin:
     """Largest element, or ``(values, indices)`` along ``dim`` (as torch.max)."""
     return _extreme(x, dim, keepdim, builtins.max, "max")
 
 
-def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxMin:  # noqa: A001
+def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxMin:
     return _extreme(x, dim, keepdim, builtins.min, "min")
 
 
@@ -365,7 +375,7 @@ def clone(x: Tensor) -> Tensor:
 
 def cast_to(x: Tensor, dtype: str) -> Tensor:
     out = x.data.astype(dtype)
-    return record_op(out, (x,), "to", lambda g: (g,)) if dtype == float64 else Tensor(out)
+    return record_op(out, (x,), "to", lambda g: (g,)) if dtype == float64 else x._new(out)
 
 
 def getitem(x: Tensor, key: Any) -> Tensor:
@@ -431,7 +441,8 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 def where(condition: Tensor, a: Any, b: Any) -> Tensor:
     """``a`` where ``condition`` else ``b`` (all three broadcast)."""
-    cond, a, b = _wrap(condition), _wrap(a), _wrap(b)
+    like = next(t for t in (condition, a, b) if _is_tensor(t))
+    cond, a, b = _wrap(condition, like), _wrap(a, like), _wrap(b, like)
     pick = cond.data.zip_with(a.data, lambda c, x: c, bool_).shape
     shape = TinyArray([0], ()).expand(*pick).zip_with(b.data, operator.add).shape
     c = cond.data.broadcast_to(shape).flat()
@@ -449,8 +460,8 @@ def where(condition: Tensor, a: Any, b: Any) -> Tensor:
 
 def masked_fill(x: Tensor, mask: Tensor, value: float) -> Tensor:
     """``x`` with ``value`` wherever ``mask`` (broadcast to x's shape) is true."""
-    m = _wrap(mask).data.broadcast_to(x.shape).flat()
-    value = value.item() if isinstance(value, Tensor) else value
+    m = _wrap(mask, x).data.broadcast_to(x.shape).flat()
+    value = value.item() if _is_tensor(value) else value
     out = TinyArray([value if mi else v for mi, v in zip(m, x.data.flat())], x.shape, dtype=x.dtype)
     return record_op(
         out, (x,), "masked_fill", lambda g: (TinyArray([0.0 if mi else v for mi, v in zip(m, g.flat())], x.shape),)
@@ -477,7 +488,7 @@ def triu(x: Tensor, diagonal: int = 0) -> Tensor:
     return _tri(x, diagonal, False, "triu")
 
 
-def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
     lo = -math.inf if min is None else min
     hi = math.inf if max is None else max
     xs = x.data.flat()

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from .storage import positions
+
 __all__ = ["OptimizerError", "Optimizer", "SGD", "Adam", "AdamW"]
 
 
@@ -30,8 +32,6 @@ def _write(t: Any, values: list[float]) -> None:
     if arr.is_contiguous():
         arr.storage[arr.offset : arr.offset + len(values)] = values
     else:  # pragma: no cover - parameters are made contiguous
-        from .storage import positions
-
         for pos, v in zip(positions(arr.shape, arr.strides, arr.offset), values):
             arr.storage[pos] = v
 

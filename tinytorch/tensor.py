@@ -1,67 +1,23 @@
 """Tensor: a TinyArray plus reverse-mode autograd (the tensor version of micrograd's Value).
 
-Every op (in ``ops.py`` / ``functional.py``) returns a new Tensor that remembers its inputs
-(``_parents``), its op name (``_op``) and a ``_backward`` closure mapping d loss/d output to
-d loss/d input for each parent. ``backward()`` visits the graph in reverse topological order, sums
-the gradients that reach each node, and stores them in ``.grad`` of the leaves (tensors a user made
-with ``requires_grad=True``). Inside ``with no_grad():`` no graph is recorded.
+Ops live in ``ops.py`` / ``functional.py`` (each with its backward rule) and the graph walk in
+``autograd.py``; the methods here are torch's spellings of them (``x + y`` is ``ops.add(x, y)``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from LogRelay import get_relay
+from tinytorch import ops as _ops
 from tinytorch.array import TinyArray, format_values
-from tinytorch.debug import DEBUG
+from tinytorch.autograd import backward as _backward_pass
+from tinytorch.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from tinytorch.ops import raw_index_key
+from tinytorch.rng import python_rng
 from tinytorch.storage import Size, TinyTorchError, bool_, float64, int64
-from tinytorch.value import topological_order
 
 __all__ = ["Tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
-
-log = get_relay("tinytorch")
-_grad_enabled = [True]  # a list so the context managers can flip it in place
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled[0]
-
-
-class set_grad_enabled(contextlib.ContextDecorator):  # noqa: N801 (torch's name)
-    """Switch graph recording on or off; usable as a call, a ``with`` block or a decorator."""
-
-    def __init__(self, mode: bool) -> None:
-        self.prev = _grad_enabled[0]
-        self.mode = mode
-        _grad_enabled[0] = mode
-
-    def __enter__(self) -> None:
-        _grad_enabled[0] = self.mode
-
-    def __exit__(self, *exc: Any) -> None:
-        _grad_enabled[0] = self.prev
-
-
-class no_grad(contextlib.ContextDecorator):  # noqa: N801 (torch's name)
-    """``with no_grad():`` (or ``@no_grad()``): ops inside record no graph (inference, optimizer steps)."""
-
-    def __enter__(self) -> None:
-        self.prev = _grad_enabled[0]
-        _grad_enabled[0] = False
-
-    def __exit__(self, *exc: Any) -> None:
-        _grad_enabled[0] = self.prev
-
-
-class enable_grad(no_grad):  # noqa: N801 (torch's name)
-    """Record the graph again inside a ``no_grad`` block."""
-
-    def __enter__(self) -> None:
-        self.prev = _grad_enabled[0]
-        _grad_enabled[0] = True
 
 
 class Tensor:
@@ -177,7 +133,7 @@ class Tensor:
         """The same data (shared storage), cut from the graph."""
         return Tensor(self.data)
 
-    def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None) -> None:
+    def backward(self, gradient: Tensor | None = None) -> None:
         """Accumulate d self / d leaf into every leaf's ``.grad`` (``gradient`` = d loss / d self)."""
         if not self.requires_grad:
             raise TinyTorchError("element 0 of tensors does not require grad and does not have a grad_fn")
@@ -192,28 +148,22 @@ class Tensor:
                     f"Mismatch in shape: grad_output[0] has a shape of {seed.shape} and output[0] has a shape "
                     f"of {self.shape}."
                 )
-        grads: dict[int, TinyArray] = {id(self): seed}
-        for node in reversed(topological_order(self, _grad_parents)):
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            if DEBUG.on(node, "backward"):
-                log.debug("backward %s %s: grad %s", node._op or "leaf", tuple(node.shape), g)
-            if node._backward is None or node._retain:
-                _accumulate(node, g)
-            if node._backward is None:
-                continue
-            for parent, pg in zip(node._parents, node._backward(g)):
-                if pg is None or not parent.requires_grad:
-                    continue
-                if pg.shape != parent.shape:  # a broken backward rule; fail loudly, not silently
-                    raise TinyTorchError(f"backward of {node._op}: grad shape {pg.shape} != input shape {parent.shape}")
-                k = id(parent)
-                grads[k] = grads[k] + pg if k in grads else pg
+        _backward_pass(self, seed)
+
+    def _accumulate_grad(self, g: TinyArray) -> None:
+        """``self.grad += g`` (a fresh contiguous copy: grads never alias each other)."""
+        if self.grad is None:
+            self.grad = Tensor(TinyArray(g.flat(), g.shape))
+        else:
+            self.grad.data = self.grad.data + g
+
+    def _new(self, data: TinyArray) -> Tensor:
+        """A plain tensor holding ``data`` (ops make their outputs with it, also from a Parameter)."""
+        return Tensor(data)
 
     # -- in-place ops (allowed on leaves only under no_grad, as in torch) ---------------------------
     def _check_inplace(self, *others: Any) -> None:
-        if not _grad_enabled[0]:
+        if not is_grad_enabled():
             return
         if self.requires_grad and self.is_leaf:
             raise TinyTorchError("a leaf Variable that requires grad is being used in an in-place operation.")
@@ -253,12 +203,12 @@ class Tensor:
 
     def uniform_(self, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
         self._check_inplace()
-        rng = _rng(generator)
+        rng = python_rng(generator)
         return self._assign(TinyArray([rng.uniform(a, b) for _ in range(self.numel())], self.shape))
 
     def normal_(self, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
         self._check_inplace()
-        rng = _rng(generator)
+        rng = python_rng(generator)
         return self._assign(TinyArray([rng.gauss(mean, std) for _ in range(self.numel())], self.shape))
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -428,7 +378,7 @@ class Tensor:
     def triu(self, diagonal: int = 0) -> Tensor:
         return _ops.triu(self, diagonal)
 
-    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
         return _ops.clamp(self, min, max)
 
     clip = clamp
@@ -512,35 +462,6 @@ class Tensor:
         return self.to(bool_)
 
 
-def _grad_parents(node: Tensor) -> list[Tensor]:
-    """The inputs of ``node`` that backward passes gradients to."""
-    return [p for p in node._parents if p.requires_grad]
-
-
-def _accumulate(node: Tensor, g: TinyArray) -> None:
-    """``node.grad += g`` (a fresh contiguous copy: grads never alias each other)."""
-    if node.grad is None:
-        node.grad = Tensor(TinyArray(g.flat(), g.shape))
-    else:
-        node.grad.data = node.grad.data + g
-
-
 def _raw(x: Any) -> Any:
     """Tensor -> TinyArray; numbers pass through."""
     return x.data if isinstance(x, Tensor) else x
-
-
-def raw_index_key(key: Any) -> Any:
-    """An index key with each Tensor in it replaced by its TinyArray (TinyArray indexing)."""
-    if isinstance(key, tuple):
-        return tuple(_raw(k) for k in key)
-    return _raw(key)
-
-
-def _rng(generator: Any) -> random.Random:
-    from tinytorch.creation import default_generator
-
-    return (generator or default_generator).rng
-
-
-from tinytorch import ops as _ops  # noqa: E402  (ops needs Tensor; Tensor's methods call ops at run time)

@@ -11,8 +11,9 @@ import random
 from collections.abc import Callable, Sequence
 
 from tinytorch.array import TinyArray
+from tinytorch.autograd import no_grad
 from tinytorch.storage import positions
-from tinytorch.tensor import Tensor, no_grad
+from tinytorch.tensor import Tensor
 
 __all__ = ["GradCheckError", "grad_check"]
 

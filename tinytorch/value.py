@@ -18,35 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
 
+from tinytorch.autograd import topological_order
 from tinytorch.scalar_math import ieee_div, ieee_exp, ieee_log, ieee_pow, stable_sigmoid
 
-__all__ = ["Value", "topological_order"]
+__all__ = ["Value"]
 
 Number = int | float
-
-
-def topological_order(root: Any, parents: Callable[[Any], Iterable[Any]]) -> list:
-    """``root`` and every node it depends on through ``parents(node)``, each after all of its parents.
-
-    Iterative depth-first search (deep graphs exceed Python's recursion limit); tinytorch's ``Tensor``
-    walks its graph with it too.
-    """
-    order: list = []
-    seen: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, parents_done = stack.pop()
-        if parents_done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((p, False) for p in parents(node) if id(p) not in seen)
-    return order
 
 
 def _as_value(x: Value | Number) -> Value:

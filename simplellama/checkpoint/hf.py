@@ -2,9 +2,12 @@
 
 Two differences from Meta's layout, both undone by an explicit table here:
 
-* names: ``model.layers.N.self_attn.q_proj.weight`` is Meta's ``layers.N.attention.wq.weight``, etc.;
-* q/k rows: HF's conversion script (``convert_llama_weights_to_hf.py: permute``) reorders each head's
-  rows for the rotate-half form of RoPE; we undo it with ``rope.hf_to_meta_qk`` (``meta_to_hf_qk`` on save).
+* names: ``model.layers.N.self_attn.q_proj.weight`` is Meta's ``layers.N.attention.wq.weight``, etc.
+  (the table in ``keys.py``);
+* q/k rows: HF's conversion script (``convert_llama_weights_to_hf.py: permute``) reorders each
+head's
+  rows for the rotate-half form of RoPE; we undo it with ``rope.hf_to_meta_qk`` (``meta_to_hf_qk``
+  on save).
 
 Weights are read lazily with ``safetensors.safe_open`` (memory-mapped), one tensor at a time.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,65 +25,39 @@ from safetensors.torch import save_file
 
 from LogRelay import get_relay
 
-from .checkpoint import (
+from ..config import ModelArgs
+from ..errors import CheckpointError, ModelArgsError, RopeError
+from ..rope import hf_to_meta_qk, meta_to_hf_qk
+from .common import (
     Checkpoint,
-    CheckpointError,
     atomic_dir,
     check_state_dict,
     find_tokenizer_files,
     log_ram_estimate,
+    write_tokenizer_files,
 )
-from .config import ConfigError, ModelArgs
-from .rope import hf_to_meta_qk, meta_to_hf_qk
+from .keys import hf_to_meta_name, meta_to_hf_name
 
-__all__ = ["hf_config_to_args", "args_to_hf_config", "hf_to_meta_name", "meta_to_hf_name", "load_hf", "save_hf"]
+__all__ = ["hf_config_to_args", "args_to_hf_config", "load_hf", "save_hf"]
 
 log = get_relay("simplellama.checkpoint")
 
-# Meta module name (inside layers.N.) <-> HF module name (inside model.layers.N.)
-_LAYER_NAMES = {
-    "attention.wq": "self_attn.q_proj",
-    "attention.wk": "self_attn.k_proj",
-    "attention.wv": "self_attn.v_proj",
-    "attention.wo": "self_attn.o_proj",
-    "feed_forward.w1": "mlp.gate_proj",
-    "feed_forward.w3": "mlp.up_proj",
-    "feed_forward.w2": "mlp.down_proj",
-    "attention_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-_TOP_NAMES = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
-_HF_LAYER = {v: k for k, v in _LAYER_NAMES.items()}
-_HF_TOP = {v: k for k, v in _TOP_NAMES.items()}
 
-
-def hf_to_meta_name(name: str) -> str | None:
-    """``model.layers.3.mlp.gate_proj.weight`` -> ``layers.3.feed_forward.w1.weight`` (None if unknown)."""
-    if m := re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.weight", name):
-        meta = _HF_LAYER.get(m.group(2))
-        return None if meta is None else f"layers.{m.group(1)}.{meta}.weight"
-    meta = _HF_TOP.get(name.removesuffix(".weight"))
-    return None if meta is None or not name.endswith(".weight") else meta + ".weight"
-
-
-def meta_to_hf_name(name: str) -> str:
-    """``layers.3.feed_forward.w1.weight`` -> ``model.layers.3.mlp.gate_proj.weight``."""
-    if m := re.fullmatch(r"layers\.(\d+)\.(.+)\.weight", name):
-        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.weight"
-    return _TOP_NAMES[name.removesuffix(".weight")] + ".weight"
-
-
-def hf_config_to_args(cfg: dict[str, Any], source: str = "config.json", **overrides: Any) -> ModelArgs:
+def hf_config_to_args(
+    cfg: dict[str, Any], source: str = "config.json", **overrides: Any
+) -> ModelArgs:
     """Translate a Llama ``config.json`` dict into ``ModelArgs`` (``overrides`` win)."""
     arch = cfg.get("architectures") or []
     if cfg.get("model_type") != "llama" and "LlamaForCausalLM" not in arch:
         raise CheckpointError(
-            f"{source}: model_type: expected 'llama' (LlamaForCausalLM), found {cfg.get('model_type')!r} {arch}"
+            f"{source}: model_type: expected 'llama' (LlamaForCausalLM), found "
+            f"{cfg.get('model_type')!r} {arch}"
         )
     for key, ok in (("attention_bias", False), ("mlp_bias", False), ("hidden_act", "silu")):
         if cfg.get(key, ok) != ok:
             raise CheckpointError(f"{source}: {key}: expected {ok!r} (Llama 3), found {cfg[key]!r}")
-    # transformers >= 5 writes rope_parameters (theta + scaling in one dict); older files rope_theta/rope_scaling
+    # transformers >= 5 writes rope_parameters (theta + scaling in one dict); older files
+    # rope_theta/rope_scaling
     rope = dict(cfg.get("rope_parameters") or {})
     theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
     scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", rope.get("type")) else None)
@@ -100,12 +76,13 @@ def hf_config_to_args(cfg: dict[str, Any], source: str = "config.json", **overri
         d["rope_scaling"] = scaling
     try:
         args = ModelArgs.from_dict(d, source=source, **overrides)
-    except ConfigError as e:
+    except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
     head_dim = cfg.get("head_dim")
     if head_dim is not None and head_dim != args.head_dim:
         raise CheckpointError(
-            f"{source}: head_dim: expected hidden_size/num_attention_heads = {args.head_dim}, found {head_dim}"
+            f"{source}: head_dim: expected hidden_size/num_attention_heads = {args.head_dim}, "
+            f"found {head_dim}"
         )
     return args
 
@@ -124,7 +101,9 @@ def args_to_hf_config(args: ModelArgs, dtype: torch.dtype) -> dict[str, Any]:
         "vocab_size": args.vocab_size,
         "rms_norm_eps": args.norm_eps,
         "rope_theta": args.rope_theta,
-        "max_position_embeddings": max(args.max_seq_len, args.rope_original_max_seq_len if args.use_scaled_rope else 0),
+        "max_position_embeddings": max(
+            args.max_seq_len, args.rope_original_max_seq_len if args.use_scaled_rope else 0
+        ),
         "tie_word_embeddings": args.tie_word_embeddings,
         "hidden_act": "silu",
         "attention_bias": False,
@@ -148,29 +127,40 @@ def _weight_files(d: Path) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index}: expected JSON with a 'weight_map' object ({e})") from None
+            raise CheckpointError(
+                f"{index}: expected JSON with a 'weight_map' object ({e})"
+            ) from None
         files = sorted({d / f for f in weight_map.values()})
         missing = [f for f in files if not f.is_file()]
         if missing:
-            raise CheckpointError(f"{index}: lists shard {missing[0].name}, which is missing from {d}")
+            raise CheckpointError(
+                f"{index}: lists shard {missing[0].name}, which is missing from {d}"
+            )
         return files
     files = sorted(d.glob("*.safetensors"))
     if len(files) > 1:
-        raise CheckpointError(f"{d}: {len(files)} .safetensors files but no model.safetensors.index.json")
+        raise CheckpointError(
+            f"{d}: {len(files)} .safetensors files but no model.safetensors.index.json"
+        )
     return files
 
 
-def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Checkpoint:
-    """Read an HF Llama directory into a Meta-named :class:`Checkpoint`."""
+def _read_config(d: Path, overrides: dict[str, Any]) -> ModelArgs:
+    """``ModelArgs`` from an HF directory's ``config.json``."""
     cfg_path = d / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     try:
-        args = hf_config_to_args(cfg, str(cfg_path), **overrides)
+        return hf_config_to_args(cfg, str(cfg_path), **overrides)
     except KeyError as e:
         raise CheckpointError(f"{cfg_path}: missing field {e.args[0]!r}") from None
+
+
+def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Checkpoint:
+    """Read an HF Llama directory into a Meta-named :class:`Checkpoint`."""
+    args = _read_config(d, overrides)
     files = _weight_files(d)
     log_ram_estimate(str(d), sum(f.stat().st_size for f in files))
     sd: dict[str, torch.Tensor] = {}
@@ -178,12 +168,16 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
         for f in files:
             try:
                 with safe_open(f, framework="pt") as st:
-                    for name in st.keys():  # noqa: SIM118 - safe_open is not a dict
+                    for name in st.keys():  # safe_open is not a dict
                         meta = hf_to_meta_name(name)
                         if meta is None:
-                            if name.endswith("rotary_emb.inv_freq"):  # old transformers saved this buffer
+                            if name.endswith(
+                                "rotary_emb.inv_freq"
+                            ):  # old transformers saved this buffer
                                 continue
-                            raise CheckpointError(f"{f}: unexpected key {name!r} (not a Llama weight)")
+                            raise CheckpointError(
+                                f"{f}: unexpected key {name!r} (not a Llama weight)"
+                            )
                         t = st.get_tensor(name)
                         if meta.endswith("attention.wq.weight"):
                             t = hf_to_meta_qk(t, args.n_heads)
@@ -192,9 +186,7 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
                         sd[meta] = t if dtype is None else t.to(dtype)
             except SafetensorError as e:
                 raise CheckpointError(f"{f}: truncated or corrupt safetensors file: {e}") from None
-            except ValueError as e:  # hf_to_meta_qk's shape check
-                if isinstance(e, CheckpointError):
-                    raise
+            except RopeError as e:  # hf_to_meta_qk's shape check
                 raise CheckpointError(f"{f}: {e}") from None
             bar.update()
     check_state_dict(sd, args, str(d))
@@ -205,8 +197,6 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
 
 def save_hf(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (q/k rows in HF order) + tokenizer files."""
-    from .checkpoint import write_tokenizer_files
-
     args = ckpt.args
     out: dict[str, torch.Tensor] = {}
     for name, t in ckpt.state_dict.items():
@@ -226,3 +216,33 @@ def save_hf(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
         write_tokenizer_files(ckpt, tmp, model_name="original/tokenizer.model")
     log.info("wrote Hugging Face checkpoint %s", dst)
     return Path(dst)
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+}
+
+
+def read_hf_header(d: Path, overrides: dict[str, Any]) -> Checkpoint:
+    """An HF directory's args and weights as ``meta``-device tensors, from the safetensors
+    headers."""
+    args = _read_config(d, overrides)
+    sd: dict[str, torch.Tensor] = {}
+    for f in _weight_files(d):
+        try:
+            with safe_open(f, framework="pt") as st:
+                for name in st.keys():  # safe_open is not a dict
+                    meta = hf_to_meta_name(name)
+                    if meta is not None:
+                        piece = st.get_slice(name)
+                        dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype(), torch.uint8)
+                        sd[meta] = torch.empty(piece.get_shape(), dtype=dtype, device="meta")
+        except SafetensorError as e:
+            raise CheckpointError(f"{f}: truncated or corrupt safetensors file: {e}") from None
+    check_state_dict(sd, args, str(d))
+    ckpt = Checkpoint("hf", args, sd, path=d)
+    find_tokenizer_files(ckpt)
+    return ckpt

@@ -1,11 +1,8 @@
 """Meta checkpoints: ``params.json`` + ``consolidated.NN.pth`` (one file per model-parallel rank).
 
-Meta's multi-GPU checkpoints hold one ``consolidated.NN.pth`` per model-parallel rank (fairscale).
-Merging them follows the layer types in ``llama_models/llama3/model.py``: ``ColumnParallelLinear``
-(wq, wk, wv, w1, w3, output) splits its output features (dim 0), ``RowParallelLinear`` (wo, w2) its
-input features (dim 1), ``VocabParallelEmbedding`` the vocabulary (dim 0; Llama 2's
-``ParallelEmbedding`` split dim 1, recognised by shape); norms are replicated on every rank.
-Meta's ``llama_models/checkpoint.py`` (``_WEIGHT_ROW_KEY``/``_WEIGHT_COLUMN_KEY``) uses the same table.
+Meta's multi-GPU checkpoints hold one ``consolidated.NN.pth`` per model-parallel rank (fairscale);
+shards are merged along the split dimension of each weight (``keys.py``, one table with the
+per-rank loader). With more shards than kv heads, Meta repeats each kv head; one copy is kept.
 
 Shape glossary: V vocab, D model dim, K kv heads, Dh head dim.
 """
@@ -24,43 +21,36 @@ import torch
 
 from LogRelay import get_relay
 
-from .checkpoint import (
+from ..config import ModelArgs
+from ..errors import CheckpointError, ModelArgsError
+from .common import (
     Checkpoint,
-    CheckpointError,
     atomic_dir,
     check_state_dict,
-    expected_shapes,
     find_tokenizer_files,
     log_ram_estimate,
     write_tokenizer_files,
 )
-from .config import ConfigError, ModelArgs
+from .keys import expected_shapes, shard_dim
 
-__all__ = ["load_meta", "save_meta", "meta_shard_paths", "read_params", "torch_load_checked"]
+__all__ = [
+    "SHARD_FILE",
+    "load_meta",
+    "save_meta",
+    "meta_shard_paths",
+    "read_params",
+    "torch_load_checked",
+]
 
 log = get_relay("simplellama.checkpoint")
 
-# Split dimension of each model-parallel weight (fairscale layer types in llama3/model.py); None = replicated.
-_SHARD_DIM = {
-    # ColumnParallelLinear: output features (rows) split over ranks
-    **dict.fromkeys(["attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3"], 0),
-    "output": 0,
-    # RowParallelLinear: input features (columns) split over ranks
-    **dict.fromkeys(["attention.wo", "feed_forward.w2"], 1),
-    # VocabParallelEmbedding (Llama 3); Llama 2's ParallelEmbedding split dim 1 (recognised by shape)
-    "tok_embeddings": 0,
-}
-
-
-def _shard_dim(key: str) -> int | None:
-    module = re.sub(r"^layers\.\d+\.", "", key.removesuffix(".weight"))
-    return _SHARD_DIM.get(module)
+SHARD_FILE = re.compile(r"consolidated\.(\d+)\.pth")  # one file per model-parallel rank
 
 
 def meta_shard_paths(d: Path) -> list[Path]:
     """``d``'s ``consolidated.NN.pth`` files in shard order; a gap in the numbering is an error."""
     found = {
-        int(m.group(1)): d / m.group(0) for x in d.iterdir() if (m := re.fullmatch(r"consolidated\.(\d+)\.pth", x.name))
+        int(m.group(1)): d / m.group(0) for x in d.iterdir() if (m := SHARD_FILE.fullmatch(x.name))
     }
     if not found:
         raise CheckpointError(f"{d}: expected consolidated.00.pth (Meta weights), found none")
@@ -68,7 +58,8 @@ def meta_shard_paths(d: Path) -> list[Path]:
     if numbers != list(range(len(numbers))):
         gap = next(i for i in range(len(numbers) + 1) if i not in found)
         raise CheckpointError(
-            f"{d}: shard consolidated.{gap:02d}.pth is missing: expected consolidated.00..{len(numbers) - 1:02d}.pth "
+            f"{d}: shard consolidated.{gap:02d}.pth is missing: expected "
+            f"consolidated.00..{len(numbers) - 1:02d}.pth "
             f"numbered without gaps, found {', '.join(found[n].name for n in numbers)}"
         )
     return [found[n] for n in numbers]
@@ -83,46 +74,67 @@ def torch_load_checked(path: Path) -> dict[str, torch.Tensor]:
         text = head.lstrip()
         if text[:1] == b"<" or (text and all(32 <= c < 127 or c in b"\r\n\t" for c in text)):
             raise CheckpointError(
-                f"{path}: not a PyTorch checkpoint but a {size}-byte text/HTML file starting {head[:40]!r} "
+                f"{path}: not a PyTorch checkpoint but a {size}-byte text/HTML file starting "
+                f"{head[:40]!r} "
                 "(an expired download link's error page?); download the weights again"
             )
-        raise CheckpointError(f"{path}: expected a PyTorch zip checkpoint (bytes 'PK'), found {head[:8]!r}")
+        raise CheckpointError(
+            f"{path}: expected a PyTorch zip checkpoint (bytes 'PK'), found {head[:8]!r}"
+        )
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(
-            f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not just tensors ({first})"
+            f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not just "
+            f"tensors ({first})"
         ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({size} bytes): {first}") from None
+        raise CheckpointError(
+            f"{path}: truncated or corrupt checkpoint ({size} bytes): {first}"
+        ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(sd).__name__}")
     return sd
 
 
-def _merge_kv(t: torch.Tensor, key: str, args: ModelArgs, n_shards: int, source: str) -> torch.Tensor:
-    """With more shards than kv heads Meta repeats each kv head on N/K consecutive shards: keep one copy."""
+def _merge_kv(
+    t: torch.Tensor, key: str, args: ModelArgs, n_shards: int, source: str
+) -> torch.Tensor:
+    """With more shards than kv heads Meta repeats each kv head on N/K consecutive shards: keep one
+    copy."""
     K, Dh = args.n_kv_heads, args.head_dim
     if t.shape[0] == K * Dh or n_shards <= K or n_shards % K or t.shape[0] != n_shards * Dh:
         return t
     r = n_shards // K
     heads = t.view(K, r, Dh, -1)  # (K, N/K, Dh, D): copy j of kv head k came from shard k*r + j
     if not all(torch.equal(heads[:, 0], heads[:, j]) for j in range(1, r)):
-        raise CheckpointError(f"{source}: {key}: kv heads repeated over {n_shards} shards differ between shards")
-    log.info("%s: %s: %d shards hold %d kv heads: dropping the %d repeated copies", source, key, n_shards, K, r - 1)
+        raise CheckpointError(
+            f"{source}: {key}: kv heads repeated over {n_shards} shards differ between shards"
+        )
+    log.info(
+        "%s: %s: %d shards hold %d kv heads: dropping the %d repeated copies",
+        source,
+        key,
+        n_shards,
+        K,
+        r - 1,
+    )
     return heads[:, 0].reshape(K * Dh, -1)
 
 
 def read_params(d: Path, overrides: dict[str, Any]) -> ModelArgs:
-    """``ModelArgs`` from a Meta directory's ``params.json`` (``overrides`` win); errors as CheckpointError."""
+    """``ModelArgs`` from a Meta directory's ``params.json`` (``overrides`` win); errors as
+    CheckpointError."""
     params = d / "params.json"
     if not params.is_file():
-        raise CheckpointError(f"{d}: params.json is missing (Meta checkpoints describe the model there)")
+        raise CheckpointError(
+            f"{d}: params.json is missing (Meta checkpoints describe the model there)"
+        )
     try:
         return ModelArgs.from_json(params, **overrides)
-    except ConfigError as e:
+    except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
 
 
@@ -136,22 +148,30 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
     for p, s in zip(paths[1:], shards[1:]):
         if set(s) != set(keys):
             diff = sorted(set(s) ^ set(keys))[0]
-            raise CheckpointError(f"{p}: keys differ from {paths[0].name}: {diff!r} is in one shard but not the other")
+            raise CheckpointError(
+                f"{p}: keys differ from {paths[0].name}: {diff!r} is in one shard but not the other"
+            )
     shapes = expected_shapes(args)
     sd: dict[str, torch.Tensor] = {}
     with log.busy(f"loading {len(paths)} shard(s)", total=len(keys)) as bar:
         for key in keys:
             parts = [s.pop(key) for s in shards]  # drop the shards' references as we go
-            dim = _shard_dim(key)
+            dim = shard_dim(key)
             if len(parts) == 1:
                 t = parts[0]
             elif dim is None:  # replicated (norms): every rank must hold the same values
                 for p, x in zip(paths[1:], parts[1:]):
                     if x.shape != parts[0].shape or not torch.equal(x, parts[0]):
-                        raise CheckpointError(f"{p}: replicated tensor {key} differs from {paths[0].name}")
+                        raise CheckpointError(
+                            f"{p}: replicated tensor {key} differs from {paths[0].name}"
+                        )
                 t = parts[0]
             else:
-                if key == "tok_embeddings.weight" and key in shapes and parts[0].shape[0] == shapes[key][0]:
+                if (
+                    key == "tok_embeddings.weight"
+                    and key in shapes
+                    and parts[0].shape[0] == shapes[key][0]
+                ):
                     dim = 1  # Llama 2 ParallelEmbedding splits the embedding dim
                 t = torch.cat(parts, dim=dim)
                 if key.endswith(("attention.wk.weight", "attention.wv.weight")):
@@ -179,3 +199,22 @@ def save_meta(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
         write_tokenizer_files(ckpt, tmp)
     log.info("wrote Meta checkpoint %s", dst)
     return Path(dst)
+
+
+def read_meta_header(d: Path, overrides: dict[str, Any]) -> Checkpoint:
+    """A Meta directory's args and weights as ``meta``-device tensors (shapes, dtypes; no data
+    read)."""
+    args = read_params(d, overrides)
+    first = torch_load_checked(meta_shard_paths(d)[0])  # memory-mapped: nothing is read
+    if "output.weight" not in first:
+        args.tie_word_embeddings = True
+    shapes = expected_shapes(args)
+    sd = {
+        k: torch.empty(shapes.get(k, t.shape), dtype=t.dtype, device="meta")
+        for k, t in first.items()
+    }
+    del first
+    check_state_dict(sd, args, str(d))
+    ckpt = Checkpoint("meta", args, sd, path=d)
+    find_tokenizer_files(ckpt)
+    return ckpt
