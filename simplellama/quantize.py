@@ -99,6 +99,7 @@ def quantize_int8(w: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> tuple
     """
     w = w.float()
     absmax = w.abs().amax(dim=1)  # (N,)
+    _check_finite(absmax, "quantize_int8")
     scale = (absmax / 127 * (1 + torch.finfo(dtype).eps)).to(dtype).clamp(min=torch.finfo(dtype).tiny)
     q = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
     return q, scale
@@ -122,6 +123,7 @@ def quantize_int4(
     _check_group(K, group_size, "quantize_int4")
     groups = w.float().reshape(N, K // group_size, group_size)  # (N, K/g, g)
     lo, hi = groups.amin(dim=-1), groups.amax(dim=-1)  # (N, K/g)
+    _check_finite(hi - lo, "quantize_int4")
     scale = ((hi - lo) / 15 * (1 + torch.finfo(dtype).eps)).to(dtype).clamp(min=torch.finfo(dtype).tiny)
     zero = (lo + 8 * scale.float()).to(dtype)
     q = torch.round((groups - zero.float()[..., None]) / scale.float()[..., None]) + 8
@@ -136,6 +138,12 @@ def dequantize_int4(
     g = K // scale.shape[1]
     w = (q.reshape(N, K // g, g).to(dtype) - 8) * scale.to(dtype)[..., None] + zero.to(dtype)[..., None]
     return w.reshape(N, K)
+
+
+def _check_finite(per_row: torch.Tensor, where: str) -> None:
+    bad = (~torch.isfinite(per_row)).nonzero()
+    if len(bad):
+        raise QuantizeError(f"{where}: row {int(bad[0, 0])} has a non-finite weight (inf or nan)")
 
 
 def _check_group(K: int, group_size: int, where: str) -> None:
@@ -328,6 +336,9 @@ class Int4Linear(_QuantLinear):
         """From q (N, K) in [0, 15] and scale, zero (N, K/g) (whose dtype the kernel will run in)."""
         device = q.device if device is None else torch.device(device)
         N, K = q.shape
+        if q.dtype != torch.uint8 or (q.numel() and q.max() > 15):
+            top = f" up to {int(q.max())}" if q.numel() else ""
+            raise QuantizeError(f"Int4Linear: q must be uint8 in [0, 15], found {q.dtype}{top}")
         if device.type == "cpu" and N % 16:
             raise QuantizeError(f"Int4Linear: out_features must be a multiple of 16 on the CPU, found {N}")
         if device.type == "cuda" and (N % 8 or K % 32):
@@ -416,6 +427,8 @@ class Int8GroupLinear(Int4Linear):
         cls, q: torch.Tensor, scale: torch.Tensor, device: torch.device | str | None = None
     ) -> Int8GroupLinear:
         """q (N, K) int8 and scale (N, K/g) (whose dtype the kernel runs in)."""
+        if q.dtype != torch.int8:
+            raise QuantizeError(f"Int8GroupLinear: q must be int8, found {q.dtype}")
         hi, lo = (q >> 4) + 8, q & 15  # arithmetic shift: hi = floor(q / 16)
         nibbles = torch.cat([hi, lo], dim=1).to(torch.uint8)  # (N, 2K)
         scales = torch.cat([16 * scale, scale], dim=1)  # (N, 2K/g)

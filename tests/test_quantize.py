@@ -117,6 +117,12 @@ def test_bad_arguments_are_named():
         Int4Linear.from_float(weights(24, 64))
     with pytest.raises(QuantizeError, match="expected a float"):
         quantize_linear(torch.zeros(4, 4, dtype=torch.int8), "int8")
+    w[5, 7] = float("nan")
+    for mode in ("int8", "int4"):
+        with pytest.raises(QuantizeError, match="row 5 has a non-finite weight"):
+            quantize_linear(w, mode)
+    with pytest.raises(QuantizeError, match="q must be uint8 in"):
+        Int4Linear.from_quantized(torch.full((16, 32), 16, dtype=torch.uint8), torch.ones(16, 1), torch.zeros(16, 1))
 
 
 # ---------------------------------------------------------------------------------------------
