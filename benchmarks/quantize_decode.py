@@ -17,7 +17,7 @@ import time
 import torch
 
 from simplellama import default_model_path, load_model, load_tokenizer
-from simplellama.checkpoint_gguf import gguf_to_meta_name
+from simplellama.checkpoint.keys import gguf_to_meta_name
 from simplellama.quantize import quantize_model
 from simplellama.quantize_gguf import gguf_linear
 

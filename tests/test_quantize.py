@@ -113,7 +113,7 @@ def test_bad_arguments_are_named():
         quantize_linear(w, "int3")
     with pytest.raises(QuantizeError, match="multiple of 16"):  # torch's int8 kernel would crash
         Int8Linear.from_float(weights(32, 40))
-    with pytest.raises(QuantizeError, match="out_features must be a multiple of 16 on the CPU"):
+    with pytest.raises(QuantizeError, match="out_features must be a multiple of 16"):
         Int4Linear.from_float(weights(24, 64))
     with pytest.raises(QuantizeError, match="expected a float"):
         quantize_linear(torch.zeros(4, 4, dtype=torch.int8), "int8")
