@@ -2,9 +2,9 @@
 
 The model core is flat, one file per notebook concept: config, norm, rope, attention, ffn, kv_cache,
 model. Around it: tokenizer/ and checkpoint/ (packages), chat_format, sampling, generation
-(``Llama``), parallel (tensor parallelism), devices, errors, cli. ``from simplellama import Llama``
-loads only what that name needs (names are resolved on first use, so ``simplellama --version`` stays
-instant).
+(``Llama``), parallel (tensor parallelism), devices, errors, cli; diagram draws the architecture.
+``from simplellama import Llama`` loads only what that name needs (names are resolved on first use,
+so ``simplellama --version`` stays instant).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _EXPORTS = {
     "SimpleLlamaError": "errors", "ModelArgsError": "errors", "RopeError": "errors",
     "KVCacheError": "errors", "ModelError": "errors", "TokenizerError": "errors",
     "CheckpointError": "errors", "ParallelError": "errors", "DeviceError": "errors",
-    "GenerationError": "errors",
+    "GenerationError": "errors", "architecture_diagram": "diagram",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)
