@@ -10,8 +10,9 @@ h // G. Follows Meta's ``llama_models/llama3/model.py: Attention``::
 
 The mask lets new token i (absolute position start_pos + i) see positions j <= start_pos + i, so
 any T works per call. ``attend`` spells the last line out (``attention_probs`` gives the softmax
-weights, e.g. for heatmaps); ``attend_sdpa`` hands it to torch's fused kernel, which
-``Attention`` uses where it is the fast one (CUDA, float32 on CPU; tests assert both agree).
+weights, e.g. for heatmaps; ``attention_inputs`` records a real model's inputs to them);
+``attend_sdpa`` hands it to torch's fused kernel, which ``Attention`` uses where it is the fast one
+(CUDA, float32 on CPU; tests assert both agree).
 Neither copies the cache: the G query heads of a kv head are stacked against it (Meta's
 ``repeat_kv`` spells out the same pairing with copies). Softmax runs in float32 at least.
 
@@ -22,6 +23,9 @@ K kv heads, G = H / K, Dh head dim.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +39,10 @@ from .rope import apply_rotary_emb
 
 Mask = Tensor | None  # (T, S) bool, True where a query may see a key; None: sees everything
 
-__all__ = ["Attention", "repeat_kv", "causal_mask", "attention_probs", "attend", "attend_sdpa"]
+__all__ = [
+    "Attention", "repeat_kv", "causal_mask", "attention_probs", "attend", "attend_sdpa",
+    "attention_inputs",
+]  # fmt: skip
 
 
 def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
@@ -154,3 +161,28 @@ class Attention(nn.Module):
         forward pre-hook (``register_forward_pre_hook``) can capture a real model's heads."""
         q, k, _ = self.project(x, start_pos, freqs_cis)
         return attention_probs(q, k, mask)
+
+
+@contextmanager
+def attention_inputs(model: nn.Module) -> Iterator[dict[int, tuple]]:
+    """Record what every ``Attention`` in ``model`` receives while the ``with`` block runs.
+
+    Yields a dict filled by forward pre-hooks: index of the Attention (the layer number in a
+    ``Transformer``) -> its arguments ``(x, start_pos, freqs_cis, mask)`` of the latest call, so
+    ``model.layers[i].attention.probs(*inputs[i])`` gives layer i's weights (B, H, T, S). The hooks
+    are removed on exit.
+    """
+    inputs: dict[int, tuple] = {}
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    handles = [
+        a.register_forward_pre_hook(partial(_record, inputs, i)) for i, a in enumerate(layers)
+    ]
+    try:
+        yield inputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _record(inputs: dict[int, tuple], i: int, module: nn.Module, args: tuple) -> None:
+    inputs[i] = args
