@@ -377,18 +377,23 @@ def test_gguf_to_gguf_requantizes_and_copies_the_tokenizer(tmp_path):
     assert ((back["layers.1.feed_forward.w2.weight"] - w).abs() <= block_bound(w, "Q4_0")).all()
 
 
-def test_sentencepiece_vocab(tmp_path):
-    """A Llama 2 style tokenizer.model: pieces, scores and types as sentencepiece has them; llama.cpp
-    tokenizes like sentencepiece."""
+def train_sentencepiece(d: Path):
+    """A tiny Llama 2 style SentencePiece model (BPE, byte fallback), as tests/test_tokenizer_sentencepiece.py."""
     sentencepiece = pytest.importorskip("sentencepiece")
     text = "The llama is a domesticated South American camelid, used as a pack animal by Andean cultures. " * 20
-    (tmp_path / "text.txt").write_text(text)
+    (d / "text.txt").write_text(text)
     sentencepiece.SentencePieceTrainer.train(
-        input=str(tmp_path / "text.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=320, model_type="bpe",
+        input=str(d / "text.txt"), model_prefix=str(d / "sp"), vocab_size=320, model_type="bpe",
         byte_fallback=True, character_coverage=1.0, pad_id=-1, normalization_rule_name="identity",
         remove_extra_whitespaces=False, minloglevel=2,
     )  # fmt: skip
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    return sentencepiece.SentencePieceProcessor(model_file=str(d / "sp.model"))
+
+
+def test_sentencepiece_vocab(tmp_path):
+    """A Llama 2 style tokenizer.model: pieces, scores and types as sentencepiece has them; llama.cpp
+    tokenizes like sentencepiece."""
+    sp = train_sentencepiece(tmp_path)
     meta_dir(tmp_path / "meta", vocab_size=320)
     shutil.copyfile(tmp_path / "sp.model", tmp_path / "meta" / "tokenizer.model")
     path = convert(tmp_path / "meta", tmp_path / "sp.gguf", to="gguf", outtype="Q8_0")
@@ -405,6 +410,23 @@ def test_sentencepiece_vocab(tmp_path):
     ll = llama_cpp_vocab(path)
     for s in ["The llama is social.", "Numbers: 25 to 30%", "unseen: 🦙 ñ"]:
         assert ll.tokenize(s.encode(), add_bos=True) == [sp.bos_id(), *sp.encode(s)], s
+
+
+def test_hf_dir_with_a_sentencepiece_tokenizer_json(tmp_path):
+    """A Llama 2 style HF dir: tokenizer.json is BPE with byte fallback (not byte-level), so the
+    tokenizer.model beside it is written; without one, a one-line error."""
+    from transformers import LlamaTokenizer
+
+    sp = train_sentencepiece(tmp_path)
+    write_hf(tmp_path / "hf", vocab_size=320)
+    LlamaTokenizer(vocab_file=str(tmp_path / "sp.model")).save_pretrained(tmp_path / "hf")
+    with pytest.raises(CheckpointError, match=r"tokenizer.json model: expected byte-level BPE, found 'BPE' with byte"):
+        convert(tmp_path / "hf", tmp_path / "x.gguf", to="gguf")
+    shutil.copyfile(tmp_path / "sp.model", tmp_path / "hf" / "tokenizer.model")
+    f = fields(convert(tmp_path / "hf", tmp_path / "x.gguf", to="gguf"))
+    assert f["tokenizer.ggml.model"] == "llama" and f["tokenizer.ggml.tokens"] == [
+        sp.id_to_piece(i) for i in range(320)
+    ]
 
 
 @pytest.mark.slow

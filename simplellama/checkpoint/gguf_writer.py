@@ -374,16 +374,19 @@ def _hf_vocab(tok_json: dict, config: dict, template: str | None, source: str) -
 
 def vocab_for(ckpt: Checkpoint) -> GGUFVocab:
     """The GGUF tokenizer fields for ``ckpt``: copied from a GGUF source, else built from its
-    tokenizer.json, else from its tokenizer.model (tiktoken or SentencePiece), else ``"none"``."""
+    byte-level tokenizer.json, else from its tokenizer.model (tiktoken or SentencePiece), else
+    ``"none"``."""
     src = str(ckpt.path)
     if ckpt.format == "gguf":
         reader = FastGGUFReader(ckpt.path)
         return GGUFVocab(
             copied={k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
         )
-    if ckpt.tokenizer_json is not None:
-        vocab = _hf_vocab(ckpt.tokenizer_json, ckpt.tokenizer_config or {}, ckpt.chat_template, src)
-    elif ckpt.tokenizer_model is not None:
+    tok_json = ckpt.tokenizer_json
+    spm_json = tok_json is not None and (tok_json.get("model") or {}).get("byte_fallback")
+    if tok_json is not None and not (spm_json and ckpt.tokenizer_model is not None):
+        vocab = _hf_vocab(tok_json, ckpt.tokenizer_config or {}, ckpt.chat_template, src)
+    elif ckpt.tokenizer_model is not None:  # (a Llama 2 HF dir: its SentencePiece file)
         kind = detect_tokenizer_format(ckpt.tokenizer_model)
         if kind == "tiktoken":
             vocab = _tiktoken_vocab(ckpt.tokenizer_model)
