@@ -4,6 +4,7 @@
     simplellama chat "What is the capital of France?"
     simplellama chat --system "Answer briefly."       # interactive (tty) or one turn per stdin line
     simplellama convert model.gguf out_dir --to hf
+    simplellama convert Llama3.2-1B llama-1b.Q8_0.gguf --to gguf --outtype q8_0
     simplellama info path/to/checkpoint
     simplellama bench --dtypes float32
 
@@ -102,13 +103,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
     triples["chat"] = add_dataclass_arguments(chat, RunOptions, dashes=True)
 
     conv = sub.add_parser(
-        "convert", help="convert a checkpoint (Meta, HF or GGUF) to Meta or HF layout"
+        "convert", help="convert a checkpoint (Meta, HF or GGUF) to Meta, HF or GGUF"
     )
     conv.add_argument("src", help="checkpoint to read")
-    conv.add_argument("dst", help="directory to write (must not exist or be empty)")
-    conv.add_argument("--to", choices=["meta", "hf"], required=True, help="output layout")
+    conv.add_argument(
+        "dst", help="directory (meta, hf: must not exist or be empty) or .gguf file to write"
+    )
+    conv.add_argument("--to", choices=["meta", "hf", "gguf"], required=True, help="output layout")
     conv.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast weights"
+    )
+    conv.add_argument(
+        "--outtype",
+        choices=["f32", "f16", "q8_0", "q4_0"],
+        default=None,
+        help="GGUF weight type (default f16; norms stay f32)",
     )
 
     info = sub.add_parser(
@@ -275,7 +284,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .devices import pick_dtype
 
     dtype = pick_dtype(torch.device("cpu"), args.dtype) if args.dtype else None
-    out = convert(args.src, args.dst, to=args.to, dtype=dtype)
+    out = convert(args.src, args.dst, to=args.to, dtype=dtype, outtype=args.outtype)
     print(f"wrote {args.to} checkpoint to {out}")
     return 0
 

@@ -132,8 +132,8 @@ def test_writer_leaves_no_partial_output(tmp_path, monkeypatch):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(CheckpointError, match="output exists and is not an empty directory"):
         ck.save_meta(ckpt, tmp_path / "full")
-    with pytest.raises(CheckpointError, match=r"to: expected 'meta' or 'hf', found 'gguf' \(GGUF is input only\)"):
-        convert(tmp_path / "meta", tmp_path / "o", to="gguf")
+    with pytest.raises(CheckpointError, match=r"to: expected 'meta', 'hf' or 'gguf', found 'onnx'"):
+        convert(tmp_path / "meta", tmp_path / "o", to="onnx")
 
 
 # ---- tiny GGUF files written with gguf.GGUFWriter, read by transformers as the reference ----

@@ -173,7 +173,8 @@ def test_max_new_tokens_past_the_context_is_a_one_line_error(loaded, capsys):
         (["generate", "--prompt", "hi", "--max-new-tokns", "3"], "did you mean --max-new-tokens?"),
         (["generate"], "the following arguments are required: --prompt"),
         (["generate", "--prompt", "hi", "--temperature", "hot"], "temperature"),
-        (["convert", "a", "b", "--to", "gguf"], "invalid choice: 'gguf'"),
+        (["convert", "a", "b", "--to", "onnx"], "invalid choice: 'onnx'"),
+        (["convert", "a", "b.gguf", "--to", "gguf", "--outtype", "q4_k"], "invalid choice: 'q4_k'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         # values that parse but cannot work are usage errors too (issue 17: argparse errors)
         (["generate", "--prompt", "   "], "--prompt is empty"),

@@ -40,6 +40,7 @@ from .common import (
     tokenizer_for,
 )
 from .gguf import load_gguf, read_gguf_header
+from .gguf_writer import check_gguf_target, save_gguf
 from .hf import load_hf, read_hf_header, save_hf
 from .keys import expected_shapes
 from .meta import SHARD_FILE, load_meta, read_meta_header, save_meta
@@ -65,6 +66,7 @@ __all__ = [
     "log_ram_estimate",
     "save_meta",
     "save_hf",
+    "save_gguf",
     "convert",
 ]
 
@@ -220,11 +222,19 @@ def convert(
     dst: str | os.PathLike,
     to: str = "meta",
     dtype: torch.dtype | None = None,
+    outtype: str | None = None,
 ) -> Path:
-    """Convert any readable checkpoint (Meta, HF, GGUF) to ``to`` = ``"meta"`` or ``"hf"``."""
-    if to not in ("meta", "hf"):
+    """Convert any readable checkpoint (Meta, HF, GGUF) to ``to`` = ``"meta"``, ``"hf"`` or
+    ``"gguf"`` (``outtype`` F32, F16, Q8_0 or Q4_0; default F16, as llama.cpp's converter)."""
+    if to not in ("meta", "hf", "gguf"):
+        raise CheckpointError(f"convert: to: expected 'meta', 'hf' or 'gguf', found {to!r}")
+    if outtype is not None and to != "gguf":
         raise CheckpointError(
-            f"convert: to: expected 'meta' or 'hf', found {to!r} (GGUF is input only)"
+            f"convert: outtype {outtype!r} applies to to='gguf' only, found {to!r}"
         )
-    ckpt = load_checkpoint(src, dtype=dtype, with_tokenizer=False, tokenizer_files=True)
+    if to == "gguf":  # bad arguments fail before a large checkpoint is read
+        outtype = check_gguf_target(dst, outtype or "F16")
+    ckpt = load_checkpoint(src, dtype=dtype, with_tokenizer=False, tokenizer_files=to != "gguf")
+    if to == "gguf":
+        return save_gguf(ckpt, dst, outtype)
     return save_meta(ckpt, dst) if to == "meta" else save_hf(ckpt, dst)

@@ -56,8 +56,10 @@ _DIGITS_GPT2 = PreTokenizer(
 _LLAMA3 = PreTokenizer((LLAMA3_PATTERN,), ignore_merges=True)
 
 # GGUF ``tokenizer.ggml.pre`` -> rule (llama.cpp, src/llama-vocab.cpp). "default" is llama.cpp's
-# fallback name; we use GPT-2's split for it, as transformers does.
+# fallback name; we use GPT-2's split for it, as transformers does. A rule's first name is the one
+# ``convert --to gguf`` writes: llama.cpp spells GPT-2's split "gpt-2" and refuses "gpt2".
 PRETOKENIZERS: dict[str, PreTokenizer] = {
+    "gpt-2": _GPT2,
     "gpt2": _GPT2,
     "default": _GPT2,
     "smollm": _DIGITS_GPT2,
