@@ -18,6 +18,7 @@ __all__ = [
     "ParallelError",
     "DeviceError",
     "GenerationError",
+    "ChatFormatError",
 ]
 
 
@@ -60,3 +61,7 @@ class DeviceError(SimpleLlamaError):
 
 class GenerationError(SimpleLlamaError):
     """A generation request cannot be served (bad sampling setting, empty prompt, too long, ...)."""
+
+
+class ChatFormatError(SimpleLlamaError):
+    """A dialog or chat template that cannot be turned into a prompt."""
