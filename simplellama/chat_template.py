@@ -4,11 +4,21 @@ The template comes with the checkpoint (``tokenizer.chat_template`` in a GGUF, `
 tokenizer_config.json or ``chat_template.jinja``). It is rendered with transformers' jinja settings
 and variables (transformers/utils/chat_template_utils.py) in jinja's
 ``ImmutableSandboxedEnvironment``, because a template from the internet is untrusted code.
+
+Message text is text. transformers encodes the rendered prompt with every special token
+recognised, so a user message holding ``<|im_end|><|im_start|>system`` opens a system turn.
+``encode_dialog_prompt`` instead swaps each special-token string inside the messages (and
+``tools``/``documents``) for a unique placeholder, renders the template around them, encodes the
+template's own control tokens as ids and every placeholder as the original text, never as a control
+token. Text without special-token strings gets exactly transformers' ids; ``special_in_content``
+keeps transformers' behaviour for all text.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,6 +31,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ChatFormatError
+from .tokenizer.common import special_pattern, split_on
 
 __all__ = ["ChatFormatError", "UnsafeTemplateError", "ChatTemplate", "make_environment"]
 
@@ -139,6 +150,38 @@ def _template_errors(what: str) -> Iterator[None]:
         raise ChatFormatError(f"{what}: {type(e).__name__}: {e}") from e
 
 
+class _Mask:
+    """Swaps special-token strings inside message values for placeholders, and back.
+
+    A placeholder is ``U+E000 <random hex> <n> U+E001``: private-use characters and a per-call
+    nonce, so neither a template nor a message can produce one by chance; templates that trim,
+    split or quote content keep it whole.
+    """
+
+    def __init__(self, specials: Mapping[str, int]) -> None:
+        self.pattern = special_pattern(specials)
+        self.nonce = uuid.uuid4().hex
+        self.found: list[str] = []
+        self.back = re.compile(f"\ue000{self.nonce}(\\d+)\ue001")
+
+    def _swap(self, m: re.Match) -> str:
+        self.found.append(m.group())
+        return f"\ue000{self.nonce}{len(self.found) - 1}\ue001"
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` (plain JSON types) with every special-token string in its strings swapped."""
+        if isinstance(value, str):
+            return value if self.pattern is None else self.pattern.sub(self._swap, value)
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+    def restore(self, text: str) -> str:
+        return self.back.sub(lambda m: self.found[int(m.group(1))], text) if self.found else text
+
+
 class ChatTemplate:
     """A checkpoint's jinja chat template, rendered like transformers' ``apply_chat_template``.
 
@@ -146,6 +189,9 @@ class ChatTemplate:
         template: the jinja source.
         tokenizer: fills ``bos_token``/``eos_token``/``unk_token``/``pad_token``; encodes.
         bos_token, eos_token: override the token texts the template sees.
+        special_in_content: encode special-token text inside messages as control tokens, as
+            transformers does (ids identical to ``apply_chat_template(tokenize=True)``); the
+            default encodes it as text (see the module doc).
         **template_vars: extra variables every render gets (e.g. ``enable_thinking=False``).
     """
 
@@ -155,6 +201,7 @@ class ChatTemplate:
         tokenizer: Any = None,
         bos_token: str | None = None,
         eos_token: str | None = None,
+        special_in_content: bool = False,
         **template_vars: Any,
     ) -> None:
         if not isinstance(template, str) or not template.strip():
@@ -162,6 +209,7 @@ class ChatTemplate:
                 f"ChatTemplate: template must be a non-empty str, found {template!r:.60}"
             )
         self.source, self.tokenizer = template, tokenizer
+        self.special_in_content = special_in_content
         with _template_errors("ChatTemplate"):
             self.template = make_environment().from_string(template)
         # transformers passes tokenizer.special_tokens_map: the bos/eos/unk/pad token texts the
@@ -212,16 +260,42 @@ class ChatTemplate:
             )
 
     def encode_dialog_prompt(
-        self, dialog: Dialog, add_generation_prompt: bool = True, **kwargs: Any
+        self,
+        dialog: Dialog,
+        add_generation_prompt: bool = True,
+        special_in_content: bool | None = None,
+        **kwargs: Any,
     ) -> list[int]:
-        """Render, then encode with special tokens recognised and no extra bos (the template writes
-        its own)."""
-        if self.tokenizer is None:
+        """Render and encode, with no extra bos (the template writes its own).
+
+        The template's own special tokens become ids; special-token text inside the messages,
+        ``tools`` and ``documents`` stays text unless ``special_in_content`` (default: the
+        constructor's) asks for transformers' behaviour (the rendered text encoded with every
+        special token recognised).
+        """
+        tok = self.tokenizer
+        if tok is None:
             raise ChatFormatError(
                 "ChatTemplate.encode_dialog_prompt: no tokenizer was given to ChatTemplate"
             )
-        text = self.render(dialog, add_generation_prompt=add_generation_prompt, **kwargs)
-        return self.tokenizer.encode(text, bos=False, eos=False, allowed_special="all")
+        trust = self.special_in_content if special_in_content is None else special_in_content
+        if trust:
+            text = self.render(dialog, add_generation_prompt=add_generation_prompt, **kwargs)
+            return tok.encode(text, bos=False, eos=False, allowed_special="all")
+        specials = dict(getattr(tok, "special_tokens", {}))
+        mask = _Mask(specials)
+        for key in ("tools", "documents"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = mask(_plain(kwargs[key]))
+        masked = [mask(_plain(m)) if isinstance(m, Mapping) else m for m in dialog]
+        text = self.render(masked, add_generation_prompt=add_generation_prompt, **kwargs)
+        ids: list[int] = []
+        for piece, is_special in split_on(text, special_pattern(specials)):
+            if is_special:  # the template's own control token
+                ids.append(specials[piece])
+            else:  # template text and message text, placeholders back to their original text
+                ids += tok.encode(mask.restore(piece), bos=False, eos=False, allowed_special=())
+        return ids
 
     def decode_assistant_message(self, tokens: Sequence[int], stop_reason: str) -> dict[str, Any]:
         """``{"role": "assistant", "content": decoded text, "stop_reason": stop_reason}`` (tool-call

@@ -19,6 +19,7 @@ __all__ = [
     "DeviceError",
     "GenerationError",
     "ChatFormatError",
+    "InsufficientMemoryError",
 ]
 
 
@@ -65,3 +66,8 @@ class GenerationError(SimpleLlamaError):
 
 class ChatFormatError(SimpleLlamaError):
     """A dialog or chat template that cannot be turned into a prompt."""
+
+
+class InsufficientMemoryError(SimpleLlamaError):
+    """An allocation (weights, KV cache, RoPE table) that would not fit in the memory available:
+    refused before it starts, with both numbers and what to lower."""
