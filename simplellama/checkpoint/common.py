@@ -113,8 +113,9 @@ def check_weight(t: Any, key: str, source: str) -> torch.Tensor:
     """``t`` if it is a floating-point tensor without NaN/Inf; else one line naming ``key``.
 
     Integer and bool tensors would load (and give ``load_state_dict``'s multi-line message) or
-    silently compute garbage; NaN/Inf would surface only at sampling. Cheap: the tensor is tested
-    in chunks while it is being read anyway, and the first bad key is reported.
+    silently compute garbage; NaN/Inf would surface only at sampling. Cheap: one sum per tensor
+    (a NaN or Inf anywhere makes it non-finite), read while the tensor is being loaded anyway;
+    only a non-finite sum (a bad value, or an overflow of the sum) is searched in chunks.
     """
     if not isinstance(t, torch.Tensor):
         raise CheckpointError(f"{source}: {key}: expected a tensor, found {type(t).__name__}")
@@ -123,6 +124,8 @@ def check_weight(t: Any, key: str, source: str) -> torch.Tensor:
     if t.device.type == "meta":
         return t
     flat = t.reshape(-1)  # a view for the contiguous tensors loaders produce
+    if bool(torch.isfinite(flat.sum())):
+        return t
     for start in range(0, flat.numel(), _CHUNK):
         chunk = flat[start : start + _CHUNK]
         if not bool(torch.isfinite(chunk).all()):
