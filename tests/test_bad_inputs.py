@@ -464,9 +464,25 @@ def test_tokenizer_larger_than_the_model_refused_at_load(tmp_path):
     (d / "tokenizer.model").unlink()
     _tokenizer_json(d)  # 267 byte-level BPE tokens
     _raises(CheckpointError, r"tokenizer has 267 tokens but the model's vocab_size is 96", load_checkpoint, d)
+    (d / "tokenizer.json").unlink()
+    _spm_model(d / "tokenizer.model")  # a Llama 2 style SentencePiece model of 300 pieces
+    _raises(CheckpointError, r"tokenizer has 300 tokens but the model's vocab_size is 96", load_checkpoint, d)
     write_meta(tmp_path / "ok", tiny_args(), 1)
     _raises(CheckpointError, rf"^{re.escape(str(LLAMA3_TOKENIZER))}: tokenizer has 128256 tokens",
             Llama.build, tmp_path / "ok", LLAMA3_TOKENIZER, max_seq_len=16)  # fmt: skip
+
+
+def _spm_model(path: Path) -> None:
+    import sentencepiece
+
+    text = path.with_suffix(".txt")
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(path.with_suffix("")), vocab_size=300, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, minloglevel=2,
+    )  # fmt: skip
+    text.unlink()
+    path.with_suffix(".vocab").unlink()
 
 
 def test_gguf_special_token_ids_in_range(tmp_path):
