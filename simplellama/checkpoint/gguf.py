@@ -30,7 +30,7 @@ from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError
-from ..gguf_reader import gguf_field, gguf_metadata, open_gguf
+from ..gguf_reader import FastGGUFReader, gguf_field, gguf_metadata, open_gguf
 from ..rope import apply_llama3_scaling
 from ..tokenizer import ByteLevelBPETokenizer
 from ..tokenizer.checks import gguf_vocab
@@ -44,6 +44,8 @@ from .common import Checkpoint, check_ram, check_state_dict, check_tokenizer, ch
 from .keys import ROPE_FREQS_GGUF, TOP_WEIGHTS, gguf_to_meta_name
 
 __all__ = [
+    "FastGGUFReader",  # defined in ..gguf_reader (the tokenizer reads GGUF too); imported from here
+    "gguf_metadata",
     "gguf_args",
     "load_gguf",
     "read_gguf_header",
