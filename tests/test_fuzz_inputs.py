@@ -24,6 +24,9 @@ import pytest
 
 from tests.fuzz_inputs import build_bases, make_case
 
+# The worker bounds memory with RLIMIT_AS and measures it in /proc/self/status: Linux only.
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc, RLIMIT_AS)")
+
 WORKER = Path(__file__).with_name("fuzz_worker.py")
 CASE_SECONDS = 10.0  # "within a few seconds": generous for a loaded 2-core machine
 LIMIT_MB = 1536  # address space a worker may add after its imports
