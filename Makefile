@@ -27,10 +27,10 @@ demo: setup
 test: setup
 	@# One torch thread per worker: two workers with two threads each on two cores run ~10x slower.
 	@# The browser test runs on its own (make browser-test), after this, in .ci/run.
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests notebooks -m "not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests notebooks -m "not browser and not fuzz_long" $(PYTEST_ARGS)
 
 test-fast: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not slow and not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not slow and not browser and not fuzz_long" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 """SimpleLlama: Llama 3.x from first principles, readable PyTorch that loads real checkpoints.
 
 The model core is flat, one file per notebook concept: config, norm, rope, attention, ffn, kv_cache,
-model. Around it: tokenizer/ and checkpoint/ (packages), chat_format, sampling, generation
-(``Llama``), parallel (tensor parallelism), devices, errors, cli; diagram draws the architecture.
+model. Around it: tokenizer/ and checkpoint/ (packages), chat_format (+ chat_template,
+tool_calls), sampling, generation (``Llama``), parallel (tensor parallelism), devices, errors, cli;
+diagram draws the architecture.
 ``from simplellama import Llama`` loads only what that name needs (names are resolved on first use,
 so ``simplellama --version`` stays instant).
 """
@@ -21,8 +22,8 @@ _EXPORTS = {
     "Transformer": "model", "TransformerBlock": "model",
     "Tokenizer": "tokenizer", "SentencePieceTokenizer": "tokenizer",
     "ByteLevelBPETokenizer": "tokenizer", "load_tokenizer": "tokenizer",
-    "ChatFormat": "chat_format", "ChatFormatError": "chat_format", "ChatTemplate": "chat_format",
-    "UnsafeTemplateError": "chat_format", "Dialog": "chat_format",
+    "ChatFormat": "chat_format", "ChatFormatError": "errors", "ChatTemplate": "chat_template",
+    "UnsafeTemplateError": "chat_template", "Dialog": "chat_format",
     "Checkpoint": "checkpoint", "convert": "checkpoint", "default_model_path": "checkpoint",
     "detect_format": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "read_header": "checkpoint", "save_hf": "checkpoint", "save_meta": "checkpoint",

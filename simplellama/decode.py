@@ -119,6 +119,18 @@ def _is_token_id(t: object, vocab_size: int) -> bool:
         return False
 
 
+def _finite(logits: torch.Tensor, pos: int, where: str) -> torch.Tensor:
+    """``logits`` (B, V) if all finite: sampling from NaN/Inf gives torch's "probability tensor
+    contains either inf, nan" or, greedy, a meaningless argmax."""
+    if not bool(torch.isfinite(logits).all()):
+        row = int((~torch.isfinite(logits)).any(-1).nonzero()[0, 0])
+        raise GenerationError(
+            f"{where}: the logits of prompt {row} at position {pos} are not finite (NaN or Inf): "
+            "non-finite weights, or an overflow in this dtype (try float32); nothing was sampled"
+        )
+    return logits
+
+
 def decode_steps(
     model: torch.nn.Module,
     batch: Batch,
@@ -127,8 +139,13 @@ def decode_steps(
     top_p: float,
     top_k: int | None,
     generator: torch.Generator | None,
+    n_words: int | None = None,
+    where: str = "generate",
 ) -> Iterator[int]:
-    """Fill ``batch.tokens`` position by position; yields each position once it holds a token."""
+    """Fill ``batch.tokens`` position by position; yields each position once it holds a token.
+
+    ``n_words``: sample only ids below it (a tokenizer smaller than a padded embedding table
+    cannot decode the rest). ``where`` begins error messages (e.g. the checkpoint's path)."""
     tokens, min_len, device = batch.tokens, min(batch.prompt_lens), batch.tokens.device
     stop = torch.tensor(sorted(stop_tokens), device=device)
     if min_len == batch.total_len:  # nothing to generate: score the prompts (echo + logprobs)
@@ -147,7 +164,8 @@ def decode_steps(
         logits = model(
             tokens[:, prev_pos:cur_pos], prev_pos, keep
         )  # (B, T or 1, V): prefill, then T = 1
-        next_token = sample(logits[:, -1], temperature, top_p, top_k, generator)  # (B,)
+        last = _finite(logits[:, -1, :n_words], cur_pos, where)  # (B, V) or (B, n_words)
+        next_token = sample(last, temperature, top_p, top_k, generator)  # (B,)
         if parallel:  # all ranks continue with rank 0's tokens
             broadcast_(next_token)
         if cur_pos < max_len:  # rows whose prompt reaches this position keep their prompt token

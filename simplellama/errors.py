@@ -18,6 +18,8 @@ __all__ = [
     "ParallelError",
     "DeviceError",
     "GenerationError",
+    "ChatFormatError",
+    "InsufficientMemoryError",
 ]
 
 
@@ -60,3 +62,12 @@ class DeviceError(SimpleLlamaError):
 
 class GenerationError(SimpleLlamaError):
     """A generation request cannot be served (bad sampling setting, empty prompt, too long, ...)."""
+
+
+class ChatFormatError(SimpleLlamaError):
+    """A dialog or chat template that cannot be turned into a prompt."""
+
+
+class InsufficientMemoryError(SimpleLlamaError):
+    """An allocation (weights, KV cache, RoPE table) that would not fit in the memory available:
+    refused before it starts, with both numbers and what to lower."""

@@ -22,10 +22,10 @@ import torch
 from LogRelay import get_relay
 
 from .chat_format import ChatFormat, ChatTemplate, Dialog, Message, stop_reason
-from .checkpoint import load_for_inference
+from .checkpoint import check_tokenizer, load_for_inference
 from .decode import Batch, check_request, decode_steps
 from .devices import pick_device, pick_dtype
-from .errors import CheckpointError, GenerationError
+from .errors import ChatFormatError, CheckpointError, GenerationError
 from .sampling import sample, sample_greedy, sample_top_p, top_k_probs, top_p_probs
 from .tokenizer import Tokenizer, load_tokenizer, stream_text
 
@@ -54,8 +54,9 @@ class Llama:
     """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``
     (ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout)."""
 
-    def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1) -> None:
+    def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1, source=None) -> None:
         self.model, self.tokenizer, self.args, self.formatter = model, tokenizer, args, formatter
+        self.source = source  # the checkpoint's path, named by errors during generation
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -69,6 +70,7 @@ class Llama:
         dtype: str | torch.dtype | None = None,
         seed: int = 1,
         model_parallel_size: int | None = None,
+        special_in_content: bool = False,
     ) -> Llama:
         """Load a checkpoint (Meta dir, HF dir or GGUF file) and its tokenizer.
 
@@ -82,6 +84,9 @@ class Llama:
             seed: seed of the sampling generator.
             model_parallel_size: ranks sharing the model (default: torchrun's world size, else 1);
                 > 1 loads this rank's slice (``checkpoint/sharded.py``).
+            special_in_content: with a checkpoint's chat template, encode special-token text in
+                message content as control tokens, as transformers does (default: as text, so a
+                user message cannot forge a turn; see ``ChatTemplate``).
         """
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
@@ -90,23 +95,27 @@ class Llama:
             ckpt_dir, device, dtype, model_parallel_size, with_tokenizer=not tokenizer_path,
             max_seq_len=max_seq_len, max_batch_size=max_batch_size,
         )  # fmt: skip
-        path, vocab = ckpt.path, ckpt.args.vocab_size
-        tokenizer = load_tokenizer(str(tokenizer_path)) if tokenizer_path else ckpt.tokenizer
+        path = ckpt.path
+        tokenizer = ckpt.tokenizer  # checked against the model by the loader
+        if tokenizer_path:
+            tokenizer = check_tokenizer(
+                load_tokenizer(tokenizer_path), ckpt.args, str(tokenizer_path)
+            )
         if tokenizer is None:
             found = "(tokenizer.model or tokenizer.json): pass tokenizer_path"
             raise CheckpointError(f"{path}: no tokenizer found with the checkpoint {found}")
-        if tokenizer.n_words > vocab:  # ids past the embedding table would crash mid-generation
-            raise CheckpointError(
-                f"{tokenizer_path or path}: tokenizer has {tokenizer.n_words} tokens but the "
-                f"model's vocab_size is {vocab}: wrong tokenizer for this checkpoint?"
-            )
         if ckpt.chat_template:
-            formatter = ChatTemplate(ckpt.chat_template, tokenizer)
+            try:
+                formatter = ChatTemplate(
+                    ckpt.chat_template, tokenizer, special_in_content=special_in_content
+                )
+            except ChatFormatError as e:  # a template that does not compile: name the checkpoint
+                raise ChatFormatError(f"{path}: chat template: {e}") from None
         else:
             formatter = ChatFormat(tokenizer) if isinstance(tokenizer, Tokenizer) else None
         took = time.perf_counter() - t0
         log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, took)
-        return Llama(model, tokenizer, ckpt.args, formatter, seed=seed)
+        return Llama(model, tokenizer, ckpt.args, formatter, seed=seed, source=path)
 
     # ---- the decode loop (decode.py) ----
 
@@ -119,7 +128,9 @@ class Llama:
         )  # sized from this request; the model logs it
         batch = Batch(prompts, total_len, self.device, logprobs)
         stop = self.tokenizer.stop_tokens
-        steps = decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator)
+        where = "generate" if self.source is None else f"{self.source}: generate"
+        steps = decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator,
+                             self.tokenizer.n_words, where)  # fmt: skip
         return batch, steps
 
     @torch.inference_mode()

@@ -20,7 +20,14 @@ from torch import nn
 
 from .errors import KVCacheError
 
-__all__ = ["KVCache", "KVCacheError"]
+__all__ = ["KVCache", "KVCacheError", "check_cache_size"]
+
+
+def check_cache_size(max_batch_size: int, max_seq_len: int, where: str) -> None:
+    """Both sizes must be positive ints (bools are not): raise :class:`KVCacheError` naming it."""
+    for name, value in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise KVCacheError(f"{where}: {name} must be a positive integer, found {value!r}")
 
 
 class KVCache(nn.Module):
@@ -37,9 +44,7 @@ class KVCache(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise KVCacheError(f"KVCache: {name} must be a positive integer, found {value!r}")
+        check_cache_size(max_batch_size, max_seq_len, "KVCache")
         shape = (max_batch_size, max_seq_len, n_kv_heads, head_dim)  # (B, S, K, Dh)
         self.register_buffer(
             "cache_k", torch.zeros(shape, device=device, dtype=dtype), persistent=False

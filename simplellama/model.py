@@ -28,9 +28,10 @@ from LogRelay import get_relay
 
 from .attention import Attention, causal_mask
 from .config import ModelArgs
+from .devices import check_memory
 from .errors import ModelError
 from .ffn import FeedForward
-from .kv_cache import KVCache
+from .kv_cache import KVCache, check_cache_size
 from .norm import RMSNorm, upcast
 from .rope import freqs_cis_from_args, rope_description
 
@@ -38,9 +39,16 @@ Device = torch.device | str | None
 DType = torch.dtype | None
 Mask = Tensor | None
 
-__all__ = ["ModelError", "TransformerBlock", "Transformer"]
+__all__ = ["ModelError", "TransformerBlock", "Transformer", "MEMORY_HINT", "rope_table_bytes"]
 
 log = get_relay("simplellama.model")
+
+MEMORY_HINT = "lower max_seq_len / max_batch_size, or load the weights quantized (int8/int4)"
+
+
+def rope_table_bytes(positions: int, head_dim: int, real: torch.dtype) -> int:
+    """Peak bytes of building the complex RoPE table: angles, ones and the (S, Dh/2) result."""
+    return positions * (head_dim // 2) * 4 * real.itemsize
 
 
 class TransformerBlock(nn.Module):
@@ -66,6 +74,11 @@ class Transformer(nn.Module):
     def __init__(self, args: ModelArgs, device: Device = None, dtype: DType = None) -> None:
         super().__init__()
         self.args = args
+        # RoPE table for 2 * max_seq_len positions as Meta's: a plain attribute (not in the state
+        # dict, left complex by model.to(dtype)) on the CPU, complex128 for float64 models.
+        wide = (dtype or torch.get_default_dtype()) == torch.float64
+        real = torch.float64 if wide else torch.float32
+        _check_fits(args, device, dtype, real)
         emb = torch.empty(args.vocab_size, args.dim, device=device, dtype=dtype)  # (V, D)
         if not emb.is_meta:  # nn.Embedding's N(0, 1); on "meta" (loaders) it would only cost time
             nn.init.normal_(emb)
@@ -77,10 +90,6 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False, device=device, dtype=dtype)
         if args.tie_word_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one (V, D) tensor, two names
-        # RoPE table for 2 * max_seq_len positions as Meta's: a plain attribute (not in the state
-        # dict, left complex by model.to(dtype)) on the CPU, complex128 for float64 models.
-        wide = (dtype or torch.get_default_dtype()) == torch.float64
-        real = torch.float64 if wide else torch.float32
         self.freqs_cis = freqs_cis_from_args(args, 2 * args.max_seq_len, "cpu", real)  # (2S, Dh/2)
         log.info("%s", rope_description(args))
 
@@ -92,12 +101,18 @@ class Transformer(nn.Module):
         """
         B = self.args.max_batch_size if max_batch_size is None else max_batch_size
         S = self.args.max_seq_len if max_seq_len is None else max_seq_len
+        check_cache_size(B, S, "setup_cache")
         w = self.tok_embeddings.weight
+        self.free_cache()  # the old buffers go before the new ones are counted and allocated
+        a = self.layers[0].attention
+        need = {"KV cache": 2 * len(self.layers) * B * S * a.n_kv_heads * a.head_dim * w.itemsize}
+        if S > len(self.freqs_cis):
+            need["RoPE table"] = rope_table_bytes(S, a.head_dim, self.freqs_cis.real.dtype)
+        check_memory(f"setup_cache({B}, {S})", need, w.device, MEMORY_HINT)
         # plain tensors even under torch.inference_mode(): usable by any later call, also training
         with torch.inference_mode(False):
             for layer in self.layers:
                 a = layer.attention
-                a.cache = None  # free the old buffers before allocating new ones
                 a.cache = KVCache(B, S, a.n_kv_heads, a.head_dim, device=w.device, dtype=w.dtype)
             self._rope(S)
         log.info(
@@ -162,6 +177,21 @@ class Transformer(nn.Module):
                 module.weight.normal_(0.0, std, generator=generator)
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
+
+
+def _check_fits(args: ModelArgs, device: Device, dtype: DType, real: torch.dtype) -> None:
+    """Refuse a model whose weights (on ``device``) or RoPE table (on the CPU) cannot fit."""
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    itemsize = (dtype or torch.get_default_dtype()).itemsize
+    weights = 0 if device.type == "meta" else args.num_parameters() * itemsize
+    rope = rope_table_bytes(2 * args.max_seq_len, args.head_dim, real)
+    if device.type == "cpu":
+        check_memory(
+            "Transformer(args)", {"weights": weights, "RoPE table": rope}, "cpu", MEMORY_HINT
+        )
+    else:
+        check_memory("Transformer(args)", {"weights": weights}, device, MEMORY_HINT)
+        check_memory("Transformer(args)", {"RoPE table": rope}, "cpu", MEMORY_HINT)
 
 
 def _check_inputs(tokens: Tensor, start_pos: int | None, logits_to_keep: int) -> int | None:

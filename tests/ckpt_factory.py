@@ -152,8 +152,10 @@ def write_gguf(
     default_qtype: str = "F32",
     architecture: str = "llama",
     extra_tensors: dict | None = None,
+    metadata: dict | None = None,
 ) -> Path:
-    """Write ``sd`` (Meta names) as a llama.cpp GGUF; ``qtypes`` maps Meta names to a GGML type name."""
+    """Write ``sd`` (Meta names) as a llama.cpp GGUF; ``qtypes`` maps Meta names to a GGML type name;
+    ``metadata`` maps keys to ``(value, gguf.GGUFValueType)`` written over (or beside) the usual ones."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), architecture)
@@ -175,6 +177,9 @@ def write_gguf(
     w.add_token_merges([])
     w.add_bos_token_id(0)
     w.add_eos_token_id(1)
+    for key, (value, vtype) in (metadata or {}).items():
+        sub = gguf.GGUFValueType.INT32 if isinstance(value, list) else None
+        w.add_key_value(key, value, vtype, sub_type=sub)
     names = {"tok_embeddings": "token_embd", "norm": "output_norm", "output": "output"}
     layer = {
         "attention.wq": "attn_q",

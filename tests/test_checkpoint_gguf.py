@@ -113,10 +113,11 @@ def test_fast_reader_fields_equal_gguf_reader():
     """Our faster metadata parse gives the stock gguf.GGUFReader's fields, part by part."""
     import gguf
 
-    from simplellama.checkpoint.gguf import _reader
+    from simplellama.errors import CheckpointError
+    from simplellama.gguf_reader import open_gguf
 
     path = default_model_path()
-    stock, fast = gguf.GGUFReader(path), _reader(path)
+    stock, fast = gguf.GGUFReader(path), open_gguf(path, CheckpointError)
     assert list(fast.fields) == list(stock.fields)
     for key, a in stock.fields.items():
         b = fast.fields[key]
@@ -136,9 +137,11 @@ def test_chunked_dequantize_equals_gguf_dequantize(monkeypatch, dtype):
     from gguf.quants import dequantize
 
     from simplellama.checkpoint import gguf as checkpoint_gguf
+    from simplellama.errors import CheckpointError
+    from simplellama.gguf_reader import open_gguf
 
     path = default_model_path()
-    reader = checkpoint_gguf._reader(path)
+    reader = open_gguf(path, CheckpointError)
     monkeypatch.setattr(checkpoint_gguf, "_DEQUANT_CHUNK", 5000)  # several chunks, a partial last one
     kinds = {}
     for t in reader.tensors:  # one tensor of each stored type (Q8_0, Q4_1, F32, ...)

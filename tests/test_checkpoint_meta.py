@@ -311,7 +311,7 @@ def test_tokenizer_model_is_loaded_and_carried(tmp_path):
     from simplellama.tokenizer import Tokenizer
 
     src = f"{find_spec('llama_models').submodule_search_locations[0]}/llama3/tokenizer.model"
-    write_meta(tmp_path / "meta", tiny_args(), 1)
+    write_meta(tmp_path / "meta", tiny_args(vocab_size=128256, tie_word_embeddings=True), 1)  # the tokenizer's size
     shutil.copyfile(src, tmp_path / "meta" / "tokenizer.model")
     ckpt = load_checkpoint(tmp_path / "meta")
     assert isinstance(ckpt.tokenizer, Tokenizer) and ckpt.tokenizer.n_words == 128256

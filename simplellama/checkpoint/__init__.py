@@ -3,14 +3,15 @@
 Every format is translated once, into Meta's parameter names (the names ``Transformer`` uses), by
 the table in ``keys.py``, so ``model.load_state_dict(ckpt.state_dict, strict=True)`` works for all::
 
-    ckpt = load_checkpoint("Llama3.2-1B")       # Meta dir: params.json + consolidated.NN.pth
-    (meta.py) ckpt = load_checkpoint("Llama-3.2-1B-hf")   # HF dir: config.json + *.safetensors
-    (hf.py) ckpt = load_checkpoint("model.Q4_1.gguf")   # GGUF file
-    (gguf.py)
-    model, args = load_model()                  # the embedded SmolLM2-135M GGUF
+    ckpt = load_checkpoint("Llama3.2-1B")      # Meta (meta.py): params.json + consolidated.NN.pth
+    ckpt = load_checkpoint("Llama-3.2-1B-hf")  # HF (hf.py): config.json + *.safetensors
+    ckpt = load_checkpoint("model.Q4_1.gguf")  # GGUF file (gguf.py)
+    model, args = load_model()                 # the embedded SmolLM2-135M GGUF
 
 ``common.py`` holds what the formats share; ``sharded.py`` loads one rank's slice for tensor
-parallelism (``load_model(path, model_parallel_size=8)`` under torchrun).
+parallelism (``load_model(path, model_parallel_size=8)`` under torchrun). Every loader refuses
+what cannot work before reading weights (``files.py`` confines paths, ``config.py`` checks every
+field, ``check_ram`` the memory) and checks each tensor as it reads it (``check_weight``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ from ..assets import default_model_path
 from ..config import ModelArgs
 from ..devices import pick_device
 from ..errors import CheckpointError
+from ..files import regular_file
 from ..model import Transformer
 from ..parallel import init_distributed, resolve_model_parallel_size
 from ..tokenizer import load_tokenizer
 from .common import (
     Checkpoint,
     assign_weights,
+    check_ram,
     check_state_dict,
+    check_tokenizer,
+    check_weight,
     find_tokenizer_files,
-    log_ram_estimate,
     model_from_state_dict,
     tokenizer_for,
 )
@@ -63,7 +67,9 @@ __all__ = [
     "default_model_path",
     "find_tokenizer_files",
     "tokenizer_for",
-    "log_ram_estimate",
+    "check_ram",
+    "check_weight",
+    "check_tokenizer",
     "save_meta",
     "save_hf",
     "save_gguf",
@@ -79,7 +85,8 @@ def detect_format(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory")
-    if p.is_file():
+    if not p.is_dir():
+        regular_file(p, CheckpointError)  # a named pipe would block the open below
         with open(p, "rb") as f:
             head = f.read(64)
         if head[:4] == b"GGUF":
@@ -119,6 +126,7 @@ def load_checkpoint(
     *,
     with_tokenizer: bool = True,
     tokenizer_files: bool = False,
+    cache_device: torch.device | str | None = None,
     **overrides: Any,
 ) -> Checkpoint:
     """Load any supported checkpoint into a :class:`Checkpoint` with Meta parameter names.
@@ -128,18 +136,21 @@ def load_checkpoint(
         dtype: cast weights to this dtype (default: keep the stored dtype; GGUF -> float32).
         with_tokenizer: also load the tokenizer stored with the weights.
         tokenizer_files: for GGUF, also build HF tokenizer.json content
-        (``Checkpoint.tokenizer_json``).
+            (``Checkpoint.tokenizer_json``).
+        cache_device: the device a KV cache of ``max_batch_size`` x ``max_seq_len`` positions
+            will be allocated on: checked to fit with the weights before loading (None: weights
+            only).
         **overrides: ``ModelArgs`` fields that win over the checkpoint's (e.g. ``max_seq_len``).
     """
     path = default_model_path() if path is None else Path(path)
     fmt = detect_format(path)
     log.info("%s: %s checkpoint", path, fmt)
     if fmt == "meta":
-        ckpt = load_meta(path, dtype, overrides)
+        ckpt = load_meta(path, dtype, overrides, cache_device)
     elif fmt == "hf":
-        ckpt = load_hf(path, dtype, overrides)
+        ckpt = load_hf(path, dtype, overrides, cache_device)
     else:
-        ckpt = load_gguf(path, dtype, overrides, with_tokenizer, tokenizer_files)
+        ckpt = load_gguf(path, dtype, overrides, with_tokenizer, tokenizer_files, cache_device)
     a = ckpt.args
     log.info(
         "%s: %d layers, dim %d, %d heads (%d kv), vocab %d, rope theta %g, rope scaling %s%s",
@@ -184,7 +195,10 @@ def load_for_inference(
     """
     W = resolve_model_parallel_size(model_parallel_size)
     if W == 1:
-        ckpt = load_checkpoint(path, dtype, with_tokenizer=with_tokenizer, **overrides)
+        device = pick_device(device)
+        ckpt = load_checkpoint(
+            path, dtype, with_tokenizer=with_tokenizer, cache_device=device, **overrides
+        )
         return ckpt, model_from_state_dict(Transformer, ckpt.args, ckpt.state_dict, device)
     device = pick_device(device)  # under torchrun "cuda" is this rank's GPU
     W, r = init_distributed(model_parallel_size, device)

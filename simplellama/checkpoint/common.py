@@ -1,5 +1,6 @@
-"""Pieces every checkpoint format shares: the ``Checkpoint`` record, key/shape checks, the RAM
-estimate, tokenizer files beside the weights, atomic output directories, and building the model."""
+"""Pieces every checkpoint format shares: the ``Checkpoint`` record, key/shape/dtype/finiteness
+checks, the memory check, tokenizer files beside the weights, atomic output directories, and
+building the model."""
 
 from __future__ import annotations
 
@@ -18,14 +19,19 @@ import torch
 from LogRelay import get_relay
 
 from ..config import ModelArgs
-from ..errors import CheckpointError
+from ..devices import check_memory
+from ..errors import CheckpointError, TokenizerError
+from ..files import checkpoint_file, read_json
+from ..model import MEMORY_HINT, rope_table_bytes
 from ..tokenizer import ByteLevelBPETokenizer, find_tokenizer_file, hf_chat_template, load_tokenizer
-from .keys import expected_shapes
+from .keys import LAYER_WEIGHTS, expected_shape
 
 __all__ = [
     "Checkpoint",
     "check_state_dict",
-    "log_ram_estimate",
+    "check_weight",
+    "check_ram",
+    "check_tokenizer",
     "find_tokenizer_files",
     "tokenizer_for",
     "atomic_dir",
@@ -62,76 +68,162 @@ def check_state_dict(
     sd: dict[str, torch.Tensor], args: ModelArgs, source: str
 ) -> dict[str, torch.Tensor]:
     """Check keys and shapes against ``args``; a missing ``output.weight`` is tied to the
-    embedding."""
-    shapes = expected_shapes(args)
+    embedding; weights stored in another dtype than the embedding are cast to its dtype (one model,
+    one dtype). Runs in time linear in ``len(sd)``, whatever ``args.n_layers`` claims."""
     if "output.weight" not in sd and "tok_embeddings.weight" in sd:
         log.info(
             "%s: no output.weight: tying it to tok_embeddings.weight (tied embeddings)", source
         )
         sd["output.weight"] = sd["tok_embeddings.weight"]
         args.tie_word_embeddings = True
-    unknown = sorted(set(sd) - set(shapes))
+    unknown = sorted(k for k in sd if expected_shape(k, args) is None)
     if unknown:
         raise CheckpointError(
             f"{source}: unexpected key {unknown[0]!r} ({len(unknown)} unknown keys in all)"
         )
-    missing = [k for k in shapes if k not in sd]
-    if missing:
-        raise CheckpointError(
-            f"{source}: missing key {missing[0]!r} ({len(missing)} missing keys in all)"
-        )
-    for k, shape in shapes.items():
-        if tuple(sd[k].shape) != shape:
+    n_expected = 3 + len(LAYER_WEIGHTS) * args.n_layers  # embedding, norm, output + per layer
+    if len(sd) < n_expected:
+        missing = next(k for k in _expected_keys(args) if k not in sd)
+        raise CheckpointError(f"{source}: missing key {missing!r} "
+                              f"({n_expected - len(sd)} missing keys in all)")  # fmt: skip
+    dtype = sd["tok_embeddings.weight"].dtype
+    for k, t in sd.items():
+        shape = expected_shape(k, args)
+        if tuple(t.shape) != shape:
             raise CheckpointError(
-                f"{source}: {k}: expected shape {shape} (from the config), found "
-                f"{tuple(sd[k].shape)}"
+                f"{source}: {k}: expected shape {shape} (from the config), found {tuple(t.shape)}"
             )
+        if t.dtype != dtype:
+            log.info("%s: %s is %s: cast to the embedding's %s", source, k, t.dtype, dtype)
+            sd[k] = t.to(dtype)
     return sd
 
 
-def log_ram_estimate(source: str, n_bytes: int) -> None:
-    """Say how much RAM the weights need before loading, so an OOM kill ("Killed") is explained."""
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        avail = None
-    if avail is not None and n_bytes > avail:
-        log.warning(
-            "%s: weights need about %.2f GB of RAM but only %.2f GB are free; the OS may kill the "
-            "process",
-            source,
-            n_bytes / 1e9,
-            avail / 1e9,
-        )
-    else:
-        log.info("%s: loading about %.2f GB of weights into RAM", source, n_bytes / 1e9)
+def _expected_keys(args: ModelArgs) -> Iterator[str]:
+    yield "tok_embeddings.weight"
+    for i in range(args.n_layers):
+        yield from (f"layers.{i}.{m}.weight" for m in LAYER_WEIGHTS)
+    yield from ("norm.weight", "output.weight")
+
+
+_CHUNK = 1 << 22  # elements per finiteness test: a 4 MiB bool temporary, whatever the tensor
+
+
+def check_weight(t: Any, key: str, source: str) -> torch.Tensor:
+    """``t`` if it is a floating-point tensor without NaN/Inf; else one line naming ``key``.
+
+    Integer and bool tensors would load (and give ``load_state_dict``'s multi-line message) or
+    silently compute garbage; NaN/Inf would surface only at sampling. Cheap: one sum per tensor
+    (a NaN or Inf anywhere makes it non-finite), read while the tensor is being loaded anyway;
+    only a non-finite sum (a bad value, or an overflow of the sum) is searched in chunks.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise CheckpointError(f"{source}: {key}: expected a tensor, found {type(t).__name__}")
+    if not t.is_floating_point():
+        raise CheckpointError(f"{source}: {key}: expected floating-point weights, found {t.dtype}")
+    if t.device.type == "meta":
+        return t
+    flat = t.reshape(-1)  # a view for the contiguous tensors loaders produce
+    if bool(torch.isfinite(flat.sum())):
+        return t
+    for start in range(0, flat.numel(), _CHUNK):
+        chunk = flat[start : start + _CHUNK]
+        if not bool(torch.isfinite(chunk).all()):
+            bad = start + int((~torch.isfinite(chunk)).nonzero()[0, 0])
+            value = flat[bad].item()
+            raise CheckpointError(
+                f"{source}: {key}: weight {bad} (flat index) is {value}; expected finite values"
+            )
+    return t
+
+
+def check_ram(
+    source: str,
+    n_bytes: int,
+    args: ModelArgs,
+    cache_device: torch.device | str | None = None,
+    itemsize: int = 2,
+) -> None:
+    """Refuse to load weights of ``n_bytes`` (plus, with ``cache_device``, the KV cache for
+    ``args.max_batch_size`` x ``args.max_seq_len`` positions and the RoPE table) that cannot fit.
+
+    Weights are read into CPU memory first; a KV cache on another device is checked there.
+    """
+    cpu = {"weights": n_bytes}
+    if cache_device is not None:
+        rope = rope_table_bytes(2 * args.max_seq_len, args.head_dim, torch.float32)
+        cache = {"KV cache": args.kv_cache_bytes(bytes_per_el=itemsize), "RoPE table": rope}
+        if torch.device(cache_device).type == "cpu":
+            cpu |= cache
+        else:
+            check_memory(source, {"weights": n_bytes, "KV cache": cache["KV cache"]},
+                         cache_device, MEMORY_HINT)  # fmt: skip
+            cpu["RoPE table"] = rope
+    total = check_memory(source, cpu, "cpu", MEMORY_HINT)
+    log.info("%s: loading about %.2f GB of weights into RAM (%.2f GB in all)", source,
+             n_bytes / 1e9, total / 1e9)  # fmt: skip
 
 
 # ---- tokenizer files beside the weights ----
 
 
+_TOKENIZER_NAMES = ("tokenizer.model", "original/tokenizer.model", "tokenizer.json",
+                    "tokenizer_config.json", "chat_template.jinja")  # fmt: skip
+
+
 def find_tokenizer_files(ckpt: Checkpoint) -> None:
-    """Fill ``ckpt``'s tokenizer fields from the files in its directory."""
+    """Fill ``ckpt``'s tokenizer fields from the files in its directory (each must be a regular
+    file inside it: ``files.checkpoint_file``)."""
     d = ckpt.path
+    for name in _TOKENIZER_NAMES:
+        if os.path.lexists(d / name):
+            checkpoint_file(d, name, CheckpointError)
     found = find_tokenizer_file(d)
     if found is not None and found.name == "tokenizer.model":
         ckpt.tokenizer_model = found
     if (d / "tokenizer.json").is_file():
-        ckpt.tokenizer_json = json.loads((d / "tokenizer.json").read_text())
+        ckpt.tokenizer_json = read_json(d / "tokenizer.json", CheckpointError)
     if (d / "tokenizer_config.json").is_file():
-        ckpt.tokenizer_config = json.loads((d / "tokenizer_config.json").read_text())
-    ckpt.chat_template = hf_chat_template(d, ckpt.tokenizer_config or {}) or ckpt.chat_template
+        ckpt.tokenizer_config = read_json(d / "tokenizer_config.json", CheckpointError)
+    try:
+        template = hf_chat_template(d, ckpt.tokenizer_config or {})
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None
+    ckpt.chat_template = template or ckpt.chat_template
 
 
 def tokenizer_for(ckpt: Checkpoint) -> Any:
     """The tokenizer the checkpoint carries: GGUF metadata, else tokenizer.model, else
-    tokenizer.json."""
+    tokenizer.json; checked against the model (:func:`check_tokenizer`)."""
     if ckpt.format == "gguf":
-        return ByteLevelBPETokenizer.from_gguf(str(ckpt.path))
-    if ckpt.tokenizer_model is not None or ckpt.tokenizer_json is not None:
-        return load_tokenizer(ckpt.path)
-    log.warning("%s: no tokenizer.model or tokenizer.json found: no tokenizer loaded", ckpt.path)
-    return None
+        tok = ByteLevelBPETokenizer.from_gguf(str(ckpt.path))
+    elif ckpt.tokenizer_model is not None or ckpt.tokenizer_json is not None:
+        tok = load_tokenizer(ckpt.path)
+    else:
+        log.warning(
+            "%s: no tokenizer.model or tokenizer.json found: no tokenizer loaded", ckpt.path
+        )
+        return None
+    return check_tokenizer(tok, ckpt.args, str(ckpt.path))
+
+
+def check_tokenizer(tokenizer: Any, args: ModelArgs, source: str) -> Any:
+    """``tokenizer`` if its ids index the model's embedding (n_words <= vocab_size, every special
+    id below it); else one line with both numbers, at load time rather than mid-generation."""
+    V, n = args.vocab_size, tokenizer.n_words
+    if n > V:
+        raise CheckpointError(
+            f"{source}: tokenizer has {n} tokens but the model's vocab_size is {V}: wrong "
+            "tokenizer for this checkpoint?"
+        )
+    specials = getattr(tokenizer, "special_tokens", {})
+    ids = [*specials.values(), tokenizer.bos_id, tokenizer.eos_id, *tokenizer.stop_tokens]
+    top = max((i for i in ids if i is not None), default=-1)
+    if top >= V:  # the tokenizers check their ids against n_words; this catches the rest
+        raise CheckpointError(
+            f"{source}: tokenizer uses token id {top}, outside the model's vocab_size {V}"
+        )
+    return tokenizer
 
 
 # ---- writers ----

@@ -4,48 +4,47 @@ tensors.
 Facts this loader relies on (checked by tests against transformers' own GGUF loader):
 
 * ``llama.*`` metadata keys describe the architecture (``embedding_length``, ``block_count``, ...).
-* GGUF lists dimensions fastest-first: a weight with ``tensor.shape == [D, F]`` is an (F, D) matrix
-in
-  torch's row-major order. ``gguf.quants.dequantize`` returns the row-major array.
-* llama.cpp's ``convert_hf_to_gguf.py`` permutes HF's q/k rows back to Meta's interleaved order, so
-GGUF
-  q/k rows are already in the order our model uses (transformers un-permutes them on load).
+* GGUF lists dimensions fastest-first: a weight with ``tensor.shape == [D, F]`` is an (F, D)
+  matrix in torch's row-major order. ``gguf.quants.dequantize`` returns the row-major array.
+* llama.cpp's ``convert_hf_to_gguf.py`` permutes HF's q/k rows back to Meta's interleaved order,
+  so GGUF q/k rows are already in the order our model uses (transformers un-permutes them).
 * Quantized blocks (Q4_0, Q4_1, Q8_0, K-quants, ...) are dequantized with
-``gguf.quants.dequantize``.
+  ``gguf.quants.dequantize``.
+
+Files are opened by ``gguf_reader.open_gguf`` (bounded, one-line errors).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import struct
-import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import gguf
 import numpy as np
 import torch
-from gguf import GGUFValueType, Keys, TokenType, quants
+from gguf import GGMLQuantizationType, Keys, quants
 
 from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError
+from ..gguf_reader import FastGGUFReader, gguf_field, gguf_metadata, open_gguf
 from ..rope import apply_llama3_scaling
 from ..tokenizer import ByteLevelBPETokenizer
+from ..tokenizer.checks import gguf_vocab
 from ..tokenizer.rules import (
     GGUF_PRE_AS_TRANSFORMERS,
     PRETOKENIZERS,
     gguf_token_kinds,
     hf_pre_tokenizer,
 )
-from .common import Checkpoint, check_state_dict, log_ram_estimate
+from .common import Checkpoint, check_ram, check_state_dict, check_tokenizer, check_weight
 from .keys import ROPE_FREQS_GGUF, TOP_WEIGHTS, gguf_to_meta_name
 
 __all__ = [
-    "FastGGUFReader",
+    "FastGGUFReader",  # defined in ..gguf_reader (the tokenizer reads GGUF too); imported from here
     "gguf_metadata",
     "gguf_args",
     "load_gguf",
@@ -56,77 +55,8 @@ __all__ = [
 log = get_relay("simplellama.checkpoint")
 
 _DEQUANT_CHUNK = 1 << 22  # values dequantized per step (16 MiB of float32)
-
-
-class FastGGUFReader(gguf.GGUFReader):
-    """``gguf.GGUFReader`` with a faster parse of metadata arrays.
-
-    The stock reader calls ``_get`` (several numpy calls) for every element of an array field:
-    parsing the 49152 tokens + 48900 merges of a Llama 3 style vocabulary takes seconds. This
-    subclass walks little-endian arrays with ``struct`` and slices the memory map once per element,
-    producing the same ``ReaderField`` parts (tests compare every field with the stock reader; it
-    overrides a private method, so pyproject.toml pins gguf). Big-endian files and nested arrays
-    take the stock path.
-    """
-
-    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list, list[int], list]:
-        V = GGUFValueType
-        if raw_type != V.ARRAY or self.byte_order != "I" or sys.byteorder != "little":
-            return super()._get_field_parts(orig_offs, raw_type)
-        item_type, count = struct.unpack_from("<IQ", self.data, orig_offs)
-        scalar = self.gguf_scalar_to_np.get(V(item_type))
-        if item_type != V.STRING and scalar is None:  # nested arrays
-            return super()._get_field_parts(orig_offs, raw_type)
-        parts: list[np.ndarray] = [
-            self._get(orig_offs, np.uint32),
-            self._get(orig_offs + 4, np.uint64),
-        ]
-        offs, data = (
-            orig_offs + 12,
-            self.data.view(np.ndarray),
-        )  # plain views: memmap slices are slow
-        if item_type == V.STRING:  # (u64 length, bytes) per element: two parts, data is the bytes
-            unpack = struct.Struct("<Q").unpack_from
-            for _ in range(count):
-                (n,) = unpack(data, offs)
-                parts += (data[offs : offs + 8].view(np.uint64), data[offs + 8 : offs + 8 + n])
-                offs += 8 + n
-            idxs = list(range(3, len(parts), 2))
-        else:  # one part of one element each, as the stock reader
-            size = np.dtype(scalar).itemsize
-            values = data[offs : offs + size * count].view(scalar)
-            parts += (values[i : i + 1] for i in range(count))
-            offs += size * count
-            idxs = list(range(2, len(parts)))
-        return offs - orig_offs, parts, idxs, [V.ARRAY, V(item_type)]
-
-
-def _reader(path: Path) -> Any:
-    try:
-        reader = FastGGUFReader(path)
-    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError, struct.error) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt GGUF file ({e})") from None
-    size = path.stat().st_size
-    for t in reader.tensors:
-        if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
-            raise CheckpointError(
-                f"{path}: truncated GGUF file: tensor {t.name} needs bytes up to "
-                f"{t.data_offset + t.n_bytes}, "
-                f"file has {size}"
-            )
-    return reader
-
-
-def gguf_metadata(reader: Any) -> dict[str, Any]:
-    """All key/value metadata except the (large) tokenizer arrays, as Python values."""
-    out = {}
-    for key, field in reader.fields.items():
-        if (
-            key.startswith("tokenizer.ggml.") and len(field.data) > 1
-        ):  # Keys.Tokenizer.LIST, MERGES, ...
-            continue
-        out[key] = field.contents()
-    return out
+_Q = GGMLQuantizationType
+_INT_TYPES = (_Q.I8, _Q.I16, _Q.I32, _Q.I64)  # integer tensors are not weights
 
 
 def gguf_args(
@@ -149,29 +79,35 @@ def gguf_args(
         return default
 
     LLM, Att, Rope = Keys.LLM, Keys.Attention, Keys.Rope
+    keys = {  # ModelArgs field -> metadata key (values are checked by ModelArgs.from_dict)
+        "dim": LLM.EMBEDDING_LENGTH, "n_layers": LLM.BLOCK_COUNT, "n_heads": Att.HEAD_COUNT,
+        "n_kv_heads": Att.HEAD_COUNT_KV, "ffn_hidden_dim": LLM.FEED_FORWARD_LENGTH,
+        "norm_eps": Att.LAYERNORM_RMS_EPS, "rope_theta": Rope.FREQ_BASE,
+        "rope_scaling_factor": Rope.SCALING_FACTOR,
+        "rope_original_max_seq_len": Rope.SCALING_ORIG_CTX_LEN,
+    }  # fmt: skip
+    names = {field: key.format(arch=arch) for field, key in keys.items()}
     d: dict[str, Any] = {
-        "dim": int(get(LLM.EMBEDDING_LENGTH)),
-        "n_layers": int(get(LLM.BLOCK_COUNT)),
-        "n_heads": int(get(Att.HEAD_COUNT)),
-        "n_kv_heads": int(get(Att.HEAD_COUNT_KV, get(Att.HEAD_COUNT))),
+        "dim": get(LLM.EMBEDDING_LENGTH),
+        "n_layers": get(LLM.BLOCK_COUNT),
+        "n_heads": get(Att.HEAD_COUNT),
+        "n_kv_heads": get(Att.HEAD_COUNT_KV, get(Att.HEAD_COUNT)),
         "vocab_size": vocab_size,
-        "ffn_hidden_dim": int(get(LLM.FEED_FORWARD_LENGTH)),
-        "norm_eps": float(get(Att.LAYERNORM_RMS_EPS, 1e-5)),
-        "rope_theta": float(get(Rope.FREQ_BASE, 10000.0)),
+        "ffn_hidden_dim": get(LLM.FEED_FORWARD_LENGTH),
+        "norm_eps": get(Att.LAYERNORM_RMS_EPS, 1e-5),
+        "rope_theta": get(Rope.FREQ_BASE, 10000.0),
         "tie_word_embeddings": tied,
     }
     kind = get(Rope.SCALING_TYPE, "none")
     if kind == "llama3":
-        d["rope_scaling"] = {
-            "rope_type": "llama3",
-            "factor": float(get(Rope.SCALING_FACTOR, 8.0)),
-            "original_max_position_embeddings": int(get(Rope.SCALING_ORIG_CTX_LEN, 8192)),
-        }
+        d["use_scaled_rope"] = True
+        d["rope_scaling_factor"] = get(Rope.SCALING_FACTOR, 8.0)
+        d["rope_original_max_seq_len"] = get(Rope.SCALING_ORIG_CTX_LEN, 8192)
     elif kind != "none":
         key = Rope.SCALING_TYPE.format(arch=arch)
         raise CheckpointError(f"{source}: {key}: expected 'none' or 'llama3', found {kind!r}")
     try:
-        args = ModelArgs.from_dict(d, source=source, **overrides)
+        args = ModelArgs.from_dict(d, source=source, names=names, **overrides)
     except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
     rope_dim = get(Rope.DIMENSION_COUNT, args.head_dim)
@@ -195,10 +131,9 @@ def _dequantize(t: Any, dtype: torch.dtype, source: Path) -> torch.Tensor:
     # RAM).
     step = max(1, _DEQUANT_CHUNK // flat.shape[1])
     for i in range(0, rows.shape[0], step):
-        try:
-            arr = quants.dequantize(
-                rows[i : i + step], t.tensor_type
-            )  # (rows, values per row) float32
+        try:  # corrupt scales may overflow: the values are checked afterwards (check_weight)
+            with np.errstate(all="ignore"):
+                arr = quants.dequantize(rows[i : i + step], t.tensor_type)  # (rows, values) f32
         except NotImplementedError:
             raise CheckpointError(
                 f"{source}: tensor {t.name} has type {t.tensor_type.name}, "
@@ -248,16 +183,17 @@ def load_gguf(
     overrides: dict[str, Any],
     with_tokenizer: bool = False,
     tokenizer_files: bool = False,
+    cache_device: torch.device | str | None = None,
 ) -> Checkpoint:
     """Read a Llama GGUF file into a Meta-named :class:`Checkpoint` (dequantized to ``dtype``,
     default fp32).
 
     ``with_tokenizer`` builds the tokenizer, ``tokenizer_files`` the HF tokenizer.json content (for
     convert), both from the same parsed file (parsing the vocabulary metadata is the slow part of
-    opening a GGUF).
+    opening a GGUF). ``cache_device``: see ``check_ram``.
     """
     dtype = torch.float32 if dtype is None else dtype
-    return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, header_only=False)
+    return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, False, cache_device)
 
 
 def read_gguf_header(path: Path, overrides: dict[str, Any]) -> Checkpoint:
@@ -274,20 +210,36 @@ def _read(
     with_tokenizer: bool,
     tokenizer_files: bool,
     header_only: bool,
+    cache_device: torch.device | str | None = None,
 ) -> Checkpoint:
-    reader = _reader(path)
+    reader = open_gguf(path, CheckpointError)
     meta = gguf_metadata(reader)
     tensors = {t.name: t for t in reader.tensors}
     embd, output = (TOP_WEIGHTS[m].gguf + ".weight" for m in ("tok_embeddings", "output"))
     if embd not in tensors:
         raise CheckpointError(f"{path}: tensor {embd} is missing")
+    if len(tensors[embd].shape) != 2:
+        found = tuple(int(n) for n in tensors[embd].shape)
+        raise CheckpointError(f"{path}: tensor {embd}: expected 2 dimensions, found {found}")
     vocab_size = int(tensors[embd].shape[1])
     args = gguf_args(meta, vocab_size, output not in tensors, str(path), **overrides)
+    template = meta.get(Keys.Tokenizer.CHAT_TEMPLATE)
+    if template is not None and not isinstance(template, str):
+        found = type(template).__name__
+        raise CheckpointError(
+            f"{path}: {Keys.Tokenizer.CHAT_TEMPLATE}: expected text, found {found}"
+        )
     if not header_only:
-        log_ram_estimate(str(path), sum(int(t.n_elements) for t in reader.tensors) * dtype.itemsize)
+        n_bytes = sum(int(t.n_elements) for t in reader.tensors) * dtype.itemsize
+        check_ram(str(path), n_bytes, args, cache_device, dtype.itemsize)
     sd: dict[str, torch.Tensor] = {}
     with log.busy("reading GGUF tensors", total=len(tensors), progress=not header_only) as bar:
         for name, t in tensors.items():
+            if t.tensor_type in _INT_TYPES:
+                found = t.tensor_type.name
+                raise CheckpointError(
+                    f"{path}: {name}: expected floating-point weights, found {found}"
+                )
             if name == ROPE_FREQS_GGUF:  # (Dh/2,) divisors: tiny, read even for the header
                 args = _rope_scaling_from_freqs(
                     args, _dequantize(t, torch.float32, path), str(path)
@@ -299,15 +251,13 @@ def _read(
                     tuple(int(n) for n in reversed(t.shape)), dtype=dtype, device="meta"
                 )
             else:
-                sd[key] = _dequantize(t, dtype, path)
+                sd[key] = check_weight(_dequantize(t, dtype, path), name, str(path))
                 _release_pages(reader, t)
             bar.update()
     check_state_dict(sd, args, str(path))
-    ckpt = Checkpoint(
-        "gguf", args, sd, chat_template=meta.get(Keys.Tokenizer.CHAT_TEMPLATE), path=path
-    )
+    ckpt = Checkpoint("gguf", args, sd, chat_template=template, path=path)
     if with_tokenizer:
-        ckpt.tokenizer = ByteLevelBPETokenizer.from_gguf(reader)
+        ckpt.tokenizer = check_tokenizer(ByteLevelBPETokenizer.from_gguf(reader), args, str(path))
     if tokenizer_files:
         ckpt.chat_template, ckpt.tokenizer_json, ckpt.tokenizer_config = gguf_tokenizer_files(
             reader
@@ -329,26 +279,24 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
     (logged).
     """
     if isinstance(path_or_reader, (str, os.PathLike)):
-        path, reader = Path(path_or_reader), _reader(Path(path_or_reader))
+        path, reader = Path(path_or_reader), open_gguf(path_or_reader, CheckpointError)
     else:
         path, reader = Path(path_or_reader.data.filename), path_or_reader
-    f, K = reader.fields, Keys.Tokenizer
+    K = Keys.Tokenizer
 
     def value(key: str, default: Any = None) -> Any:
-        return f[key].contents() if key in f else default
+        return gguf_field(reader, key, default)
 
     template = value(K.CHAT_TEMPLATE)
     model, pre = value(K.MODEL), value(K.PRE, "default")
-    pre = GGUF_PRE_AS_TRANSFORMERS.get(
-        pre, pre
-    )  # the same reading as ByteLevelBPETokenizer.from_gguf
-    if model != "gpt2" or pre not in PRETOKENIZERS:
+    # the same reading as ByteLevelBPETokenizer.from_gguf
+    pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre) if isinstance(pre, str) else pre
+    if model != "gpt2" or not isinstance(pre, str) or pre not in PRETOKENIZERS:
         known = ", ".join(PRETOKENIZERS)
         why = "cannot be written as tokenizer.json (supported: gpt2 with pre %s)"
         log.warning("%s: tokenizer %s/%s " + why, path, model, pre, known)
         return template, None, None
-    tokens = value(K.LIST)
-    types = value(K.TOKEN_TYPE, [TokenType.NORMAL] * len(tokens))
+    tokens, types, merges = gguf_vocab(reader, str(path))  # checked
     special, added = gguf_token_kinds(tokens, types)
     byte_level = {
         "type": "ByteLevel",
@@ -381,7 +329,7 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
             "ignore_merges": PRETOKENIZERS[pre].ignore_merges,
             "vocab": {tok: i for i, tok in enumerate(tokens)},
-            "merges": list(value(K.MERGES, [])),
+            "merges": [" ".join(m) for m in merges],
         },
     }  # fmt: skip
     config: dict[str, Any] = {
@@ -391,7 +339,7 @@ def gguf_tokenizer_files(path_or_reader: Any) -> tuple[str | None, dict | None, 
     for key, name in ((K.BOS_ID, "bos_token"), (K.EOS_ID, "eos_token"), (K.UNK_ID, "unk_token"),
                       (K.PAD_ID, "pad_token")):  # fmt: skip
         token_id = value(key)
-        if token_id is not None and 0 <= token_id < len(tokens):
+        if isinstance(token_id, int) and 0 <= token_id < len(tokens):
             config[name] = tokens[token_id]
     if template is not None:
         config["chat_template"] = template

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,15 @@ from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError, RopeError
+from ..files import checkpoint_file, read_json
 from ..rope import hf_to_meta_qk, meta_to_hf_qk
 from .common import (
     Checkpoint,
     atomic_dir,
+    check_ram,
     check_state_dict,
+    check_weight,
     find_tokenizer_files,
-    log_ram_estimate,
     write_tokenizer_files,
 )
 from .keys import hf_to_meta_name, meta_to_hf_name
@@ -46,8 +49,13 @@ log = get_relay("simplellama.checkpoint")
 def hf_config_to_args(
     cfg: dict[str, Any], source: str = "config.json", **overrides: Any
 ) -> ModelArgs:
-    """Translate a Llama ``config.json`` dict into ``ModelArgs`` (``overrides`` win)."""
+    """Translate a Llama ``config.json`` dict into ``ModelArgs`` (``overrides`` win).
+
+    Keys that do not describe the architecture (token ids, dtype, versions, ...) are ignored;
+    every key that does is checked for type and range under its own name (``ModelArgs.from_dict``).
+    """
     arch = cfg.get("architectures") or []
+    arch = arch if isinstance(arch, list) else [arch]
     if cfg.get("model_type") != "llama" and "LlamaForCausalLM" not in arch:
         raise CheckpointError(
             f"{source}: model_type: expected 'llama' (LlamaForCausalLM), found "
@@ -58,24 +66,26 @@ def hf_config_to_args(
             raise CheckpointError(f"{source}: {key}: expected {ok!r} (Llama 3), found {cfg[key]!r}")
     # transformers >= 5 writes rope_parameters (theta + scaling in one dict); older files
     # rope_theta/rope_scaling
-    rope = dict(cfg.get("rope_parameters") or {})
+    rope = cfg.get("rope_parameters") or {}
+    if not isinstance(rope, Mapping):
+        raise CheckpointError(f"{source}: rope_parameters: expected an object, found {rope!r:.60}")
+    rope = dict(rope)
     theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
     scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", rope.get("type")) else None)
-    d: dict[str, Any] = {
-        "dim": cfg["hidden_size"],
-        "n_layers": cfg["num_hidden_layers"],
-        "n_heads": cfg["num_attention_heads"],
-        "n_kv_heads": cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
-        "vocab_size": cfg["vocab_size"],
-        "norm_eps": cfg.get("rms_norm_eps", 1e-6),
-        "rope_theta": float(theta),
-        "ffn_hidden_dim": cfg["intermediate_size"],
-        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
-    }
+    d = {field: cfg[key] for field, key in _HF_FIELDS.items() if key in cfg}
+    d |= {"rope_theta": theta, "n_kv_heads": cfg.get("num_key_value_heads") or d.get("n_heads")}
+    d.setdefault("norm_eps", 1e-6)
+    d.setdefault("tie_word_embeddings", False)
+    missing = [k for f, k in _HF_FIELDS.items() if f not in d]
+    if missing:
+        raise CheckpointError(f"{source}: missing field {missing[0]!r}")
     if scaling is not None:
         d["rope_scaling"] = scaling
+    names = {**_HF_FIELDS, "rope_theta": "rope_theta", "n_kv_heads": "num_key_value_heads"}
+    if "rope_theta" in rope:
+        names["rope_theta"] = "rope_parameters.rope_theta"
     try:
-        args = ModelArgs.from_dict(d, source=source, **overrides)
+        args = ModelArgs.from_dict(d, source=source, names=names, **overrides)
     except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
     head_dim = cfg.get("head_dim")
@@ -85,6 +95,18 @@ def hf_config_to_args(
             f"found {head_dim}"
         )
     return args
+
+
+# ModelArgs field -> config.json key
+_HF_FIELDS = {
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "vocab_size": "vocab_size",
+    "ffn_hidden_dim": "intermediate_size",
+    "norm_eps": "rms_norm_eps",
+    "tie_word_embeddings": "tie_word_embeddings",
+}
 
 
 def args_to_hf_config(args: ModelArgs, dtype: torch.dtype) -> dict[str, Any]:
@@ -122,47 +144,52 @@ def args_to_hf_config(args: ModelArgs, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def _weight_files(d: Path) -> list[Path]:
-    index = d / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+    """The safetensors files of ``d``: those its index names (each confined to ``d``), else its
+    one ``*.safetensors``."""
+    if os.path.lexists(d / INDEX):
+        index = checkpoint_file(d, INDEX, CheckpointError)
+        weight_map = read_json(index, CheckpointError).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            found = f"{weight_map!r:.60}"
             raise CheckpointError(
-                f"{index}: expected JSON with a 'weight_map' object ({e})"
-            ) from None
-        files = sorted({d / f for f in weight_map.values()})
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(
-                f"{index}: lists shard {missing[0].name}, which is missing from {d}"
+                f"{index}: expected a non-empty 'weight_map' object, found {found}"
             )
-        return files
+        files = {}
+        for key, name in weight_map.items():
+            if not isinstance(name, str) or name not in files:  # each file once; others refused
+                where = f"{index}: weight_map[{key!r:.80}]"
+                files[name] = checkpoint_file(d, name, CheckpointError, where)
+        return sorted(set(files.values()))
     files = sorted(d.glob("*.safetensors"))
     if len(files) > 1:
         raise CheckpointError(
             f"{d}: {len(files)} .safetensors files but no model.safetensors.index.json"
         )
-    return files
+    return [checkpoint_file(d, f.name, CheckpointError) for f in files]
+
+
+INDEX = "model.safetensors.index.json"
 
 
 def _read_config(d: Path, overrides: dict[str, Any]) -> ModelArgs:
     """``ModelArgs`` from an HF directory's ``config.json``."""
-    cfg_path = d / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    try:
-        return hf_config_to_args(cfg, str(cfg_path), **overrides)
-    except KeyError as e:
-        raise CheckpointError(f"{cfg_path}: missing field {e.args[0]!r}") from None
+    cfg_path = checkpoint_file(d, "config.json", CheckpointError)
+    return hf_config_to_args(read_json(cfg_path, CheckpointError), str(cfg_path), **overrides)
 
 
-def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Checkpoint:
-    """Read an HF Llama directory into a Meta-named :class:`Checkpoint`."""
+def load_hf(
+    d: Path,
+    dtype: torch.dtype | None,
+    overrides: dict[str, Any],
+    cache_device: torch.device | str | None = None,
+) -> Checkpoint:
+    """Read an HF Llama directory into a Meta-named :class:`Checkpoint` (``cache_device``: see
+    ``check_ram``)."""
     args = _read_config(d, overrides)
     files = _weight_files(d)
-    log_ram_estimate(str(d), sum(f.stat().st_size for f in files))
+    itemsize = 2 if dtype is None else dtype.itemsize  # HF stores bfloat16 (or float16)
+    n_bytes = sum(f.stat().st_size for f in files)
+    check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
     sd: dict[str, torch.Tensor] = {}
     with log.busy(f"loading {len(files)} safetensors file(s)", total=len(files)) as bar:
         for f in files:
@@ -178,7 +205,7 @@ def load_hf(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Ch
                             raise CheckpointError(
                                 f"{f}: unexpected key {name!r} (not a Llama weight)"
                             )
-                        t = st.get_tensor(name)
+                        t = check_weight(st.get_tensor(name), name, str(f))
                         if meta.endswith("attention.wq.weight"):
                             t = hf_to_meta_qk(t, args.n_heads)
                         elif meta.endswith("attention.wk.weight"):
@@ -238,7 +265,10 @@ def read_hf_header(d: Path, overrides: dict[str, Any]) -> Checkpoint:
                     meta = hf_to_meta_name(name)
                     if meta is not None:
                         piece = st.get_slice(name)
-                        dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype(), torch.uint8)
+                        dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype())
+                        if dtype is None:
+                            found = f"{name}: expected floating-point weights, found"
+                            raise CheckpointError(f"{f}: {found} {piece.get_dtype()}")
                         sd[meta] = torch.empty(piece.get_shape(), dtype=dtype, device="meta")
         except SafetensorError as e:
             raise CheckpointError(f"{f}: truncated or corrupt safetensors file: {e}") from None

@@ -35,6 +35,7 @@ __all__ = [
     "module_of",
     "shard_dim",
     "module_shapes",
+    "expected_shape",
     "expected_shapes",
     "hf_to_meta_name",
     "meta_to_hf_name",
@@ -115,6 +116,19 @@ def module_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
         "norm": (D,),
         "output": (V, D),
     }
+
+
+def expected_shape(key: str, args: ModelArgs) -> tuple[int, ...] | None:
+    """The shape of the Meta-named weight ``key`` under ``args`` (None: not a weight of the model),
+    found without listing every key (a config may claim billions of layers)."""
+    m = LAYER_KEY.fullmatch(key)
+    if m is not None:
+        layer_ok = int(m.group(1)) < args.n_layers and m.group(1) == str(int(m.group(1)))
+        return module_shapes(args)[m.group(2)] if layer_ok and m.group(2) in LAYER_WEIGHTS else None
+    module = key.removesuffix(".weight")
+    return (
+        module_shapes(args)[module] if key.endswith(".weight") and module in TOP_WEIGHTS else None
+    )
 
 
 def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,17 @@ from LogRelay import get_relay
 
 from ..config import ModelArgs
 from ..errors import CheckpointError, ModelArgsError
+from ..files import checkpoint_file, regular_file
 from .common import (
     Checkpoint,
     atomic_dir,
+    check_ram,
     check_state_dict,
+    check_weight,
     find_tokenizer_files,
-    log_ram_estimate,
     write_tokenizer_files,
 )
-from .keys import expected_shapes, shard_dim
+from .keys import expected_shape, shard_dim
 
 __all__ = [
     "SHARD_FILE",
@@ -50,7 +50,7 @@ SHARD_FILE = re.compile(r"consolidated\.(\d+)\.pth")  # one file per model-paral
 def meta_shard_paths(d: Path) -> list[Path]:
     """``d``'s ``consolidated.NN.pth`` files in shard order; a gap in the numbering is an error."""
     found = {
-        int(m.group(1)): d / m.group(0) for x in d.iterdir() if (m := SHARD_FILE.fullmatch(x.name))
+        int(m.group(1)): m.group(0) for x in d.iterdir() if (m := SHARD_FILE.fullmatch(x.name))
     }
     if not found:
         raise CheckpointError(f"{d}: expected consolidated.00.pth (Meta weights), found none")
@@ -60,14 +60,19 @@ def meta_shard_paths(d: Path) -> list[Path]:
         raise CheckpointError(
             f"{d}: shard consolidated.{gap:02d}.pth is missing: expected "
             f"consolidated.00..{len(numbers) - 1:02d}.pth "
-            f"numbered without gaps, found {', '.join(found[n].name for n in numbers)}"
+            f"numbered without gaps, found {', '.join(found[n] for n in numbers)}"
         )
-    return [found[n] for n in numbers]
+    return [checkpoint_file(d, found[n], CheckpointError) for n in numbers]
 
 
 def torch_load_checked(path: Path) -> dict[str, torch.Tensor]:
-    """``torch.load`` (weights only, memory-mapped) with plain messages for the usual failures."""
-    size = path.stat().st_size
+    """``torch.load`` (weights only, memory-mapped) with plain messages for the usual failures.
+
+    Whatever torch's zip reader or weights-only unpickler raises on a corrupt file (flipped bytes
+    give ``UnicodeDecodeError``, ``UnpicklingError``, ``RuntimeError``, ...) becomes one line naming
+    the file; nothing in it is executed (``weights_only=True``).
+    """
+    size = regular_file(path, CheckpointError).stat().st_size
     with open(path, "rb") as f:
         head = f.read(64)
     if not head.startswith(b"PK"):
@@ -83,19 +88,23 @@ def torch_load_checked(path: Path) -> dict[str, torch.Tensor]:
         )
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not just "
-            f"tensors ({first})"
-        ) from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # any failure of parsing untrusted bytes
+        lines = str(e).strip().splitlines()
+        first = f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not "
+                f"just tensors ({first})"
+            ) from None
         raise CheckpointError(
             f"{path}: truncated or corrupt checkpoint ({size} bytes): {first}"
         ) from None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(sd).__name__}")
+    for k, v in sd.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            found = f"{type(k).__name__} key {k!r:.60} -> {type(v).__name__}"
+            raise CheckpointError(f"{path}: expected a dict of str -> tensor, found {found}")
     return sd
 
 
@@ -127,22 +136,30 @@ def _merge_kv(
 def read_params(d: Path, overrides: dict[str, Any]) -> ModelArgs:
     """``ModelArgs`` from a Meta directory's ``params.json`` (``overrides`` win); errors as
     CheckpointError."""
-    params = d / "params.json"
-    if not params.is_file():
+    if not os.path.lexists(d / "params.json"):
         raise CheckpointError(
             f"{d}: params.json is missing (Meta checkpoints describe the model there)"
         )
+    params = checkpoint_file(d, "params.json", CheckpointError)
     try:
         return ModelArgs.from_json(params, **overrides)
     except ModelArgsError as e:
         raise CheckpointError(str(e)) from None
 
 
-def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> Checkpoint:
+def load_meta(
+    d: Path,
+    dtype: torch.dtype | None,
+    overrides: dict[str, Any],
+    cache_device: torch.device | str | None = None,
+) -> Checkpoint:
+    """Read a Meta directory (1..N shards, merged) into a :class:`Checkpoint`; ``cache_device``:
+    also make sure a KV cache of ``max_batch_size`` x ``max_seq_len`` fits there (``check_ram``)."""
     args = read_params(d, overrides)
     paths = meta_shard_paths(d)
     n_bytes = sum(p.stat().st_size for p in paths)
-    log_ram_estimate(str(d), n_bytes if dtype is None else n_bytes * dtype.itemsize // 2)
+    itemsize = 2 if dtype is None else dtype.itemsize  # Meta stores bfloat16
+    check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
     shards = [torch_load_checked(p) for p in paths]  # memory-mapped: nothing is read yet
     keys = list(shards[0])
     for p, s in zip(paths[1:], shards[1:]):
@@ -151,32 +168,13 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
             raise CheckpointError(
                 f"{p}: keys differ from {paths[0].name}: {diff!r} is in one shard but not the other"
             )
-    shapes = expected_shapes(args)
     sd: dict[str, torch.Tensor] = {}
     with log.busy(f"loading {len(paths)} shard(s)", total=len(keys)) as bar:
         for key in keys:
             parts = [s.pop(key) for s in shards]  # drop the shards' references as we go
-            dim = shard_dim(key)
-            if len(parts) == 1:
-                t = parts[0]
-            elif dim is None:  # replicated (norms): every rank must hold the same values
-                for p, x in zip(paths[1:], parts[1:]):
-                    if x.shape != parts[0].shape or not torch.equal(x, parts[0]):
-                        raise CheckpointError(
-                            f"{p}: replicated tensor {key} differs from {paths[0].name}"
-                        )
-                t = parts[0]
-            else:
-                if (
-                    key == "tok_embeddings.weight"
-                    and key in shapes
-                    and parts[0].shape[0] == shapes[key][0]
-                ):
-                    dim = 1  # Llama 2 ParallelEmbedding splits the embedding dim
-                t = torch.cat(parts, dim=dim)
-                if key.endswith(("attention.wk.weight", "attention.wv.weight")):
-                    t = _merge_kv(t, key, args, len(parts), str(d))
+            t = _merge(key, parts, paths, args, str(d))
             del parts
+            t = check_weight(t, key, str(paths[0]) if len(paths) == 1 else str(d))
             sd[key] = t if dtype is None else t.to(dtype)
             bar.update()
     del shards
@@ -184,6 +182,51 @@ def load_meta(d: Path, dtype: torch.dtype | None, overrides: dict[str, Any]) -> 
     ckpt = Checkpoint("meta", args, sd, path=d)
     find_tokenizer_files(ckpt)
     return ckpt
+
+
+def _merge(
+    key: str, parts: list[torch.Tensor], paths: list[Path], args: ModelArgs, source: str
+) -> torch.Tensor:
+    """One weight from its N shards: replicated (norms) or concatenated along its split dim."""
+    if len(parts) == 1:
+        return parts[0]
+    dim, first = split_dim(key, parts, paths, args), parts[0]
+    if dim is None:  # replicated (norms): every rank must hold the same values
+        for p, x in zip(paths[1:], parts[1:]):
+            if not torch.equal(x, first):
+                raise CheckpointError(f"{p}: replicated tensor {key} differs from {paths[0].name}")
+        return first
+    t = torch.cat(parts, dim=dim)
+    if key.endswith(("attention.wk.weight", "attention.wv.weight")):
+        t = _merge_kv(t, key, args, len(parts), source)
+    return t
+
+
+def split_dim(
+    key: str, parts: list[torch.Tensor], paths: list[Path], args: ModelArgs
+) -> int | None:
+    """The dim along which the N shards ``parts`` of ``key`` are joined (None: replicated), after
+    checking that they agree in rank, dtype and every other size (meta tensors will do)."""
+    first = parts[0]
+    for p, x in zip(paths[1:], parts[1:]):
+        if x.ndim != first.ndim or x.dtype != first.dtype:
+            raise CheckpointError(
+                f"{p}: {key}: {x.ndim}-d {x.dtype}, but {first.ndim}-d {first.dtype} in "
+                f"{paths[0].name}: the shards disagree"
+            )
+    dim, shape = shard_dim(key), expected_shape(key, args)
+    if key == "tok_embeddings.weight" and shape is not None and first.shape[:1] == shape[:1]:
+        dim = 1  # Llama 2 ParallelEmbedding splits the embedding dim
+    if dim is not None and dim >= first.ndim:
+        raise CheckpointError(f"{paths[0]}: {key}: expected a {dim + 1}-d weight to split along "
+                              f"dim {dim}, found shape {tuple(first.shape)}")  # fmt: skip
+    for p, x in zip(paths[1:], parts[1:]):
+        if any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != dim):
+            raise CheckpointError(
+                f"{p}: {key}: shape {tuple(x.shape)} does not match {tuple(first.shape)} in "
+                f"{paths[0].name}" + ("" if dim is None else f" outside the split dim {dim}")
+            )
+    return dim
 
 
 def save_meta(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:
@@ -205,15 +248,25 @@ def read_meta_header(d: Path, overrides: dict[str, Any]) -> Checkpoint:
     """A Meta directory's args and weights as ``meta``-device tensors (shapes, dtypes; no data
     read)."""
     args = read_params(d, overrides)
-    first = torch_load_checked(meta_shard_paths(d)[0])  # memory-mapped: nothing is read
+    paths = meta_shard_paths(d)
+    shards = [torch_load_checked(p) for p in paths]  # memory-mapped: only the pickles are read
+    first, n = shards[0], len(paths)
+    for p, s in zip(paths[1:], shards[1:]):
+        if set(s) != set(first):
+            raise CheckpointError(f"{p}: keys differ from {paths[0].name}")
     if "output.weight" not in first:
         args.tie_word_embeddings = True
-    shapes = expected_shapes(args)
-    sd = {
-        k: torch.empty(shapes.get(k, t.shape), dtype=t.dtype, device="meta")
-        for k, t in first.items()
-    }
-    del first
+    sd = {}
+    for k, t in first.items():
+        parts = [s[k].to("meta") for s in shards]  # shapes and dtypes only: no data is read
+        for p, x in zip(paths, parts):
+            check_weight(x, k, str(p))
+        dim, shape = split_dim(k, parts, paths, args), expected_shape(k, args)
+        whole = n == 1 or shape is None or len(shape) != t.ndim
+        if not whole and any(a != b for i, (a, b) in enumerate(zip(shape, t.shape)) if i != dim):
+            whole = True  # sizes that are not split disagree with params.json: report them
+        sd[k] = torch.empty(t.shape if whole else shape, dtype=t.dtype, device="meta")
+    del first, shards
     check_state_dict(sd, args, str(d))
     ckpt = Checkpoint("meta", args, sd, path=d)
     find_tokenizer_files(ckpt)

@@ -41,7 +41,7 @@ from ..parallel import (
     VocabParallelEmbedding,
     world_info,
 )
-from .common import Checkpoint, assign_weights, find_tokenizer_files, tokenizer_for
+from .common import Checkpoint, assign_weights, check_weight, find_tokenizer_files, tokenizer_for
 from .keys import module_of, module_shapes, shard_dim
 from .meta import meta_shard_paths, read_params, torch_load_checked
 
@@ -237,7 +237,9 @@ def read_meta_slice(
             mine = rank_range(key, args, W, r, embedding)
             if mine is None:  # replicated (norms): the first shard's copy
                 if n == 0:
-                    pieces[key] = [t.to(dtype or t.dtype, copy=True)]
+                    pieces[key] = [
+                        check_weight(t, key, str(paths[i])).to(dtype or t.dtype, copy=True)
+                    ]
                 continue
             dim, start, stop = mine
             _, s_start, s_stop = rank_range(key, args, N, i, embedding)
@@ -252,7 +254,7 @@ def read_meta_slice(
                 s_start <= pos < s_stop
             ):  # this shard holds the next piece (repeated kv heads: first copy)
                 end = min(stop, s_stop)
-                piece = t.narrow(dim, pos - s_start, end - pos)
+                piece = check_weight(t.narrow(dim, pos - s_start, end - pos), key, str(paths[i]))
                 pieces.setdefault(key, []).append(piece.to(dtype or t.dtype, copy=True))
                 cursor[key] = end
         del shard

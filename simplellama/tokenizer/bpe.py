@@ -8,7 +8,6 @@ pair with the best (lowest) merge rank until no merge applies.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,9 @@ import regex
 from LogRelay import get_relay
 
 from ..errors import TokenizerError
+from ..files import read_json, regular_file
+from ..gguf_reader import gguf_field, open_gguf
+from .checks import gguf_vocab, hf_bpe_vocab, token_id
 from .common import Specials, allowed_specials, special_pattern, split_on
 from .rules import (
     GGUF_PRE_AS_TRANSFORMERS,
@@ -53,7 +55,10 @@ def hf_chat_template(directory: Path, tokenizer_config: dict[str, Any]) -> str |
     ``chat_template`` string."""
     jinja_file = Path(directory) / "chat_template.jinja"
     if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
+        try:
+            return regular_file(jinja_file, TokenizerError).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TokenizerError(f"{jinja_file}: not UTF-8 text (offset {e.start})") from None
     template = tokenizer_config.get("chat_template")
     return template if isinstance(template, str) else None
 
@@ -84,6 +89,8 @@ class ByteLevelBPETokenizer:
         name: str = "byte-level BPE",
     ) -> None:
         self.name = name
+        if not tokens:
+            raise TokenizerError(f"{name}: the vocabulary is empty")
         self.vocab: dict[str, int] = {t: i for i, t in enumerate(tokens)}
         self.merge_ranks: dict[tuple[str, str], int] = {tuple(m): r for r, m in enumerate(merges)}
         self.special_tokens = dict(special_tokens)
@@ -93,7 +100,14 @@ class ByteLevelBPETokenizer:
         self.vocab.update(self.special_tokens)
         self.vocab.update(self.added_tokens)
         self.n_words: int = max(self.vocab.values()) + 1
-        self.splits = [regex.compile(p) for p in splits]
+        for what, i in [*self.special_tokens.items(), *self.added_tokens.items(),
+                        ("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id),
+                        ("unk_id", unk_id)]:  # fmt: skip
+            token_id(i, self.n_words, what, name)
+        try:
+            self.splits = [regex.compile(p) for p in splits]
+        except (regex.error, TypeError) as e:
+            raise TokenizerError(f"{name}: a pre-tokenizer pattern does not compile: {e}") from None
         self.ignore_merges = (
             ignore_merges  # Llama 3 style: a piece that is a whole token is not merged
         )
@@ -140,12 +154,11 @@ class ByteLevelBPETokenizer:
         reader = path_or_reader if isinstance(path_or_reader, gguf.GGUFReader) else None
         if reader is None:
             path = expect_format(path_or_reader, "gguf", "ByteLevelBPETokenizer.from_gguf")
-            reader = gguf.GGUFReader(path)
-        src = str(getattr(reader, "path", path_or_reader))
+            reader = open_gguf(path, TokenizerError)
+        src = str(getattr(reader, "path", None) or reader.data.filename)
 
         def field(key: str, default: Any = None) -> Any:
-            f = reader.fields.get(key)
-            return default if f is None else f.contents()
+            return gguf_field(reader, key, default)
 
         model = field(K.MODEL)
         if model != "gpt2":
@@ -154,18 +167,20 @@ class ByteLevelBPETokenizer:
             )
         if pre is None:
             pre = field(K.PRE)
-            pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre)
+            pre = GGUF_PRE_AS_TRANSFORMERS.get(pre, pre) if isinstance(pre, str) else pre
         if pre is None:
             log.warning("%s: no tokenizer.ggml.pre; using the GPT-2 split", src)
             pre = "gpt2"
-        if pre not in PRETOKENIZERS:
+        if not isinstance(pre, str) or pre not in PRETOKENIZERS:
             known = ", ".join(sorted(PRETOKENIZERS))
             raise TokenizerError(
-                f"{src}: tokenizer.ggml.pre {pre!r} is not supported; known: {known}"
+                f"{src}: tokenizer.ggml.pre {pre!r:.40} is not supported; known: {known}"
             )
-        tokens = field(K.LIST)
-        types = field(K.TOKEN_TYPE) or [gguf.TokenType.NORMAL] * len(tokens)
-        merges = [tuple(m.split(" ", 1)) for m in field(K.MERGES, [])]
+        tokens, types, merges = gguf_vocab(reader, src)
+        template = field(K.CHAT_TEMPLATE)
+        if template is not None and not isinstance(template, str):
+            found = type(template).__name__
+            raise TokenizerError(f"{src}: {K.CHAT_TEMPLATE}: expected text, found {found}")
         specials, added = gguf_token_kinds(tokens, types)
         rule = PRETOKENIZERS[pre]
         return cls(
@@ -180,8 +195,8 @@ class ByteLevelBPETokenizer:
             unk_id=field(K.UNK_ID),
             add_bos=bool(field(K.ADD_BOS, False)),
             ignore_merges=rule.ignore_merges,
-            chat_template=field(K.CHAT_TEMPLATE),
-            name=f"{Path(src).name} ({pre})",
+            chat_template=template,
+            name=f"{src} ({pre})",
         )
 
     @classmethod
@@ -195,40 +210,34 @@ class ByteLevelBPETokenizer:
         ``chat_template.jinja``).
         """
         path = expect_format(tokenizer_json, "hf_json", "ByteLevelBPETokenizer.from_hf")
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        spec = read_json(path, TokenizerError)
         model = spec.get("model") or {}
-        if model.get("type") != "BPE":
+        kind = model.get("type") if isinstance(model, dict) else model
+        if kind != "BPE" or not isinstance(model, dict):
             raise TokenizerError(
-                f"{path}: model.type is {model.get('type')!r}; ByteLevelBPETokenizer needs 'BPE'"
+                f"{path}: model.type is {kind!r:.40}; ByteLevelBPETokenizer needs 'BPE'"
             )
         if spec.get("normalizer") is not None:
-            raise TokenizerError(
-                f"{path}: normalizer {spec['normalizer'].get('type')!r} is not supported (need "
-                "null)"
-            )
+            found = spec["normalizer"]
+            found = found.get("type") if isinstance(found, dict) else found
+            raise TokenizerError(f"{path}: normalizer {found!r:.40} is not supported (need null)")
         splits = splits_from_hf(spec.get("pre_tokenizer"), path)
-        vocab: dict[str, int] = model["vocab"]
-        tokens = [""] * (max(vocab.values()) + 1)
-        for t, i in vocab.items():
-            tokens[i] = t
-        merges = [
-            tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
-            for m in model.get("merges", [])
-        ]
-        added = spec.get("added_tokens") or []
-        specials = {a["content"]: a["id"] for a in added if a.get("special")}
-        plain_added = {a["content"]: a["id"] for a in added if not a.get("special")}
-
+        vocab_added = hf_bpe_vocab(model, spec.get("added_tokens") or [], path)
+        tokens, merges, specials, plain_added = vocab_added
         cfg_path = (
             Path(tokenizer_config) if tokenizer_config else path.with_name("tokenizer_config.json")
         )
-        config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        config = read_json(cfg_path, TokenizerError) if cfg_path.is_file() else {}
         template = hf_chat_template(path.parent, config)
-        everything = {**vocab, **specials, **plain_added}
+        everything = {**model["vocab"], **specials, **plain_added}
 
-        def token_id(key: str) -> int | None:
+        def named_id(key: str) -> int | None:
             name = config.get(key)
             name = name.get("content") if isinstance(name, dict) else name
+            if name is not None and not isinstance(name, str):
+                raise TokenizerError(
+                    f"{cfg_path}: {key}: expected a token's text, found {name!r:.40}"
+                )
             return everything.get(name) if name is not None else None
 
         return cls(
@@ -237,10 +246,10 @@ class ByteLevelBPETokenizer:
             special_tokens=specials,
             added_tokens=plain_added,
             splits=splits,
-            bos_id=token_id("bos_token"),
-            eos_id=token_id("eos_token"),
-            pad_id=token_id("pad_token"),
-            unk_id=token_id("unk_token"),
+            bos_id=named_id("bos_token"),
+            eos_id=named_id("eos_token"),
+            pad_id=named_id("pad_token"),
+            unk_id=named_id("unk_token"),
             add_bos=bool(config.get("add_bos_token", False)),
             ignore_merges=bool(model.get("ignore_merges", False)),
             chat_template=template,

@@ -10,7 +10,6 @@ ordinary text; ``allowed_special="all"`` (or a set) turns them into their ids,
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import tiktoken
 
 from LogRelay import get_relay
 
-from ..errors import TokenizerError
+from .checks import tiktoken_ranks
 from .common import Specials, allowed_specials
 from .rules import LLAMA3_PATTERN
 from .sniff import expect_format
@@ -42,17 +41,7 @@ class Tokenizer:
 
     def __init__(self, model_path: str | Path) -> None:
         path = expect_format(model_path, "tiktoken", "Tokenizer")
-        mergeable_ranks: dict[bytes, int] = {}
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                token, rank = line.split()
-                mergeable_ranks[base64.b64decode(token, validate=True)] = int(rank)
-            except ValueError as e:
-                raise TokenizerError(
-                    f"Tokenizer: {path} line {lineno}: expected 'base64 rank', found {line!r}"
-                ) from e
+        mergeable_ranks = tiktoken_ranks(path)  # checked: ranks 0..n-1 once each, all 256 bytes
         num_base_tokens = len(mergeable_ranks)
         # Order and names as in Meta's llama_models/llama3/tokenizer.py: ids 128000.. follow this
         # list.

@@ -128,15 +128,18 @@ def hf_pre_tokenizer(rule: PreTokenizer) -> dict[str, Any]:
 
 def splits_from_hf(pre: dict | None, path: Path) -> list[str]:
     """tokenizer.json ``pre_tokenizer`` -> split regexes. Only byte-level set-ups are accepted."""
-    kind = (pre or {}).get("type")
+    kind = (pre or {}).get("type") if isinstance(pre or {}, dict) else pre
     if kind == "Sequence":
-        steps = pre["pretokenizers"]
+        steps = pre.get("pretokenizers")
     elif kind in ("ByteLevel", "Split", "Digits"):
         steps = [pre]
     else:
         raise TokenizerError(
-            f"{path}: pre_tokenizer {kind!r} is not byte-level; ByteLevelBPETokenizer cannot use it"
+            f"{path}: pre_tokenizer {kind!r:.40} is not byte-level; ByteLevelBPETokenizer cannot "
+            "use it"
         )
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise TokenizerError(f"{path}: pre_tokenizer.pretokenizers: expected a list of objects")
     splits, byte_level = [], False
     for step in steps:
         kind = step.get("type")
@@ -147,12 +150,18 @@ def splits_from_hf(pre: dict | None, path: Path) -> list[str]:
             if step.get("use_regex", True):
                 splits.append(GPT2_PATTERN)
         elif kind == "Split" and step.get("behavior") == "Isolated" and not step.get("invert"):
-            pattern = step["pattern"]
-            splits.append(pattern["Regex"] if "Regex" in pattern else re.escape(pattern["String"]))
+            pattern = step.get("pattern")
+            found = (
+                [pattern.get(k) for k in ("Regex", "String")] if isinstance(pattern, dict) else []
+            )
+            if not any(isinstance(p, str) for p in found):
+                raise TokenizerError(f"{path}: pre_tokenizer Split: expected a pattern with a "
+                                     f"'Regex' or 'String', found {pattern!r:.60}")  # fmt: skip
+            splits.append(found[0] if isinstance(found[0], str) else re.escape(found[1]))
         elif kind == "Digits":
             splits.append(DIGIT_PATTERN if step.get("individual_digits") else r"\p{N}+")
         else:
-            raise TokenizerError(f"{path}: pre_tokenizer step {step} is not supported")
+            raise TokenizerError(f"{path}: pre_tokenizer step {step!r:.80} is not supported")
     if not byte_level:
         raise TokenizerError(
             f"{path}: pre_tokenizer has no ByteLevel step; ByteLevelBPETokenizer cannot use it"

@@ -9,6 +9,7 @@ from pathlib import Path
 import sentencepiece
 
 from ..errors import TokenizerError
+from .checks import token_id
 from .common import Specials, allowed_specials, special_pattern, split_on
 from .sniff import expect_format
 
@@ -29,6 +30,11 @@ class SentencePieceTokenizer:
             ) from e
         sp = self.sp_model
         self.n_words: int = sp.vocab_size()
+        if self.n_words < 1:
+            raise TokenizerError(f"SentencePieceTokenizer: {path}: the vocabulary is empty")
+        for what, i in (("bos_id", sp.bos_id()), ("eos_id", sp.eos_id()), ("pad_id", sp.pad_id())):
+            if i != -1:  # -1: the model has none
+                token_id(i, self.n_words, what, str(path))
         self.bos_id: int = sp.bos_id()
         self.eos_id: int = sp.eos_id()
         self.pad_id: int = sp.pad_id()  # -1 when the model has none (Llama 2)
