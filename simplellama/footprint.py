@@ -6,11 +6,11 @@ Per (N, K) linear layer, in the layouts of ``quantize.py`` (scales and zeros sto
     int8     N K + 2 N            (one scale per output row)
     int4     N K / 2 + 4 N K / g  (a scale and a zero per group of g inputs)
 
-A decode step multiplies one token by every linear layer (the output projection included) and
-reads each weight once, so it reads the linear layers plus the norms; the embedding table is only
-looked up (one row per token). The table stays float under int8/int4 (``quantize_model`` keeps
-it; a tied model's output projection is quantized from it), so RAM holds it in
-``embedding_dtype`` beside the quantized output. Shapes come from ``checkpoint.keys.module_shapes``, the loaders' own table.
+A decode step multiplies one token by every linear layer (the output projection included) and reads
+each weight once, so it reads the linear layers plus the norms; the embedding table is only looked
+up (one row per token). The table stays float under int8/int4 (``quantize_model`` keeps it; a tied
+model's output projection is quantized from it), so RAM holds it in ``embedding_dtype`` beside the
+quantized output. Shapes come from ``checkpoint.keys.module_shapes``, the loaders' own table.
 """
 
 from __future__ import annotations
