@@ -106,12 +106,13 @@ PROMPTS = tuple(" ".join(p.split()) for p in _PASSAGES.strip().split("\n\n"))
 class Side:
     """One engine, loaded: ``reset(positions)`` empties its cache, ``forward(ids, pos)`` runs ids
     (a list) at positions pos.. and returns the last position's logits (V,), ``logits(ids)`` the
-    logits of every position (T, V) without a cache (for perplexity)."""
+    logits of every position (T, V) without a cache (for perplexity); ``extra()`` more fields."""
 
     reset: Callable[[int], None]
     forward: Callable[[list[int], int], torch.Tensor]
     logits: Callable[[list[int]], torch.Tensor]
     load_s: float
+    extra: Callable[[], dict[str, Any]] = dict
 
 
 def bench_prompts(n: int) -> list[list[int]]:
@@ -144,7 +145,7 @@ def peak_rss_mib() -> float:
 
 
 def load_row(row: str, path: Any = None) -> tuple[torch.nn.Module, Callable | None]:
-    """(model, compiled one-token step or None) of one row: the only place that loads.
+    """(model, ``CompiledDecoder`` or None) of one row: the only place that loads.
 
     Uses ``load_model(..., quantize=...)`` and ``simplellama.compiled.CompiledDecoder`` where this
     version has them; otherwise (stand-in) loads in the float dtype and swaps the linear layers.
@@ -189,20 +190,22 @@ def _swap_gguf_layers(model: torch.nn.Module, path: Any) -> None:
 def simplellama_side(row: str) -> Side:
     """A :class:`Side` for one row of ``ROWS``."""
     t0 = time.perf_counter()
-    model, step = load_row(row)
+    model, decoder = load_row(row)
     load_s = time.perf_counter() - t0
+    run = model if decoder is None else decoder  # the decoder runs prefill eagerly
 
     def forward(ids: list[int], pos: int) -> torch.Tensor:
-        x = torch.tensor([ids])  # (1, T)
-        if step is not None and len(ids) == 1:
-            return step(x, pos)[0, -1]  # (V,)
-        return model(x, pos, logits_to_keep=1)[0, -1]  # (V,)
+        return run(torch.tensor([ids]), pos, logits_to_keep=1)[0, -1]  # (V,)
 
     def logits(ids: list[int]) -> torch.Tensor:
         with torch.inference_mode():
             return model(torch.tensor([ids]), None)[0]  # (T, V)
 
-    return Side(lambda n: model.setup_cache(1, n), forward, logits, load_s)
+    def extra() -> dict[str, Any]:  # a compile that failed falls back to eager: say so
+        return {} if decoder is None else {"compile_fell_back": decoder.eager}
+
+    sizer = model if decoder is None else decoder  # the decoder keeps one cache size per shape
+    return Side(lambda n: sizer.setup_cache(1, n), forward, logits, load_s, extra)
 
 
 @torch.inference_mode()
@@ -252,6 +255,7 @@ def measure(
         "agreement": sum(a == b for a, b in pairs) / len(pairs) if reference else None,
         "perplexity": ppl,
         "tokens": tokens,
+        **side.extra(),
     }
 
 

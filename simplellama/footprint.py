@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .checkpoint.keys import LAYER_WEIGHTS, module_shapes
-from .config import ModelArgs
+from .config import ModelArgs, preset
 from .errors import SimpleLlamaError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "model_bytes",
     "model_decode_bytes",
     "ram_table",
+    "format_ram_table",
 ]
 
 FORMATS = ("float32", "bfloat16", "int8", "int4")
@@ -68,12 +69,12 @@ def weight_bytes(
 
     Float formats: every tensor in that dtype (a tied table counted once: ``4 x num_parameters``
     in float32). int8 / int4: linear layers quantized, embedding table and norms in
-    ``embedding_dtype`` (default bfloat16).
+    ``embedding_dtype`` (default float32: the model's dtype on a CPU unless ``--dtype`` says).
     """
     if fmt in _FLOAT:
         emb_bytes = _FLOAT[fmt]
     else:
-        emb_bytes = (embedding_dtype or torch.bfloat16).itemsize
+        emb_bytes = (embedding_dtype or torch.float32).itemsize
     parts = _parts(args, fmt, group_size, emb_bytes)
     emb = args.vocab_size * args.dim * emb_bytes
     if fmt in _FLOAT and args.tie_word_embeddings:
@@ -120,9 +121,19 @@ RAM_MODELS = (
 
 def ram_table(group_size: int = 32) -> list[tuple[str, dict[str, int]]]:
     """[(model, {format: weight bytes})] for the README's RAM table (weights only, no KV cache)."""
-    from .config import preset
-
     return [
         (name, {fmt: weight_bytes(preset(key), fmt, group_size) for fmt in FORMATS})
         for name, key in RAM_MODELS
     ]
+
+
+def format_ram_table(group_size: int = 32) -> str:
+    """``ram_table`` as the README's markdown table, GiB of weights per format."""
+    head = "| model | params | " + " | ".join(FORMATS) + " |"
+    lines = [head, "|---|---|" + "---|" * len(FORMATS)]
+    for (name, key), (_, by_fmt) in zip(RAM_MODELS, ram_table(group_size)):
+        cells = [f"{by_fmt[f] / 2**30:.1f} GiB" for f in FORMATS]
+        lines.append(
+            f"| {name} | {preset(key).num_parameters() / 1e9:.2f}B | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
