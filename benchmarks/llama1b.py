@@ -8,16 +8,16 @@ counted from the model's tensors). A decode step cannot beat bytes / bandwidth, 
 
     % of the bandwidth limit = bytes per token x tok/s / read bandwidth
 
-with the bandwidth measured by ``read_bandwidth`` (summing a buffer far larger than the caches, same
-thread count). And the peak RSS of loading a 1B-shaped Meta checkpoint (bf16 ``consolidated.00.pth``
-+ ``params.json``, written on the fly into a temp dir): in float32 vs quantized to int4 while loading.
+with the bandwidth measured by ``read_bandwidth`` (reading a 1 GiB buffer, far larger than the caches,
+same thread count; best of several runs, as decode speed is here). And the peak RSS of loading a
+1B-shaped Meta checkpoint (bf16 ``consolidated.00.pth`` + ``params.json``, written on the fly into a
+temp dir): in float32 vs quantized to int4 while loading.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -50,15 +50,18 @@ def bandwidth_fraction(bytes_per_token: float, tok_s: float, bandwidth: float) -
 
 
 def read_bandwidth(n_bytes: int = 1 << 30, repeat: int = 7) -> float:
-    """Bytes/s read by ``torch.sum`` of an ``n_bytes`` float32 buffer (median of ``repeat``)."""
+    """Bytes/s of the fastest read of an ``n_bytes`` float32 buffer: best of ``repeat`` runs of
+    ``torch.sum`` and of a matrix-vector product over it (either may be the faster reader)."""
     big = torch.ones(n_bytes // 4)
-    big.sum()  # first touch
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        big.sum()
-        times.append(time.perf_counter() - t0)
-    return big.nbytes / statistics.median(times)
+    mat, x = big.view(-1, 4096), torch.ones(4096)  # (n/4096, 4096), (4096,)
+    best = float("inf")
+    for fn in (big.sum, lambda: mat @ x):
+        fn()  # first touch
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+    return big.nbytes / best
 
 
 @torch.no_grad()
@@ -94,7 +97,8 @@ def random_model(args: ModelArgs, fmt: str, seed: int = 0) -> Transformer:
 
 @torch.inference_mode()
 def decode_speed(model: Transformer, steps: int = 16, repeat: int = 3) -> float:
-    """Greedy one-token steps per second after an 8-token prompt (median of ``repeat``)."""
+    """Greedy one-token steps per second after an 8-token prompt (best of ``repeat``, as the
+    bandwidth is: both are upper bounds disturbed by whatever else runs)."""
     rates = []
     for _ in range(repeat):
         model.setup_cache(1, 8 + steps)
@@ -103,7 +107,7 @@ def decode_speed(model: Transformer, steps: int = 16, repeat: int = 3) -> float:
         for i in range(steps):
             logits = model(logits[:, -1].argmax(-1, keepdim=True), 8 + i)
         rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return max(rates)
 
 
 def write_meta(d: Path, args: ModelArgs, seed: int = 0) -> None:

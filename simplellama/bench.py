@@ -44,20 +44,8 @@ from .checkpoint import load_model
 from .errors import SimpleLlamaError
 from .tokenizer import load_tokenizer
 
-__all__ = [
-    "ROWS",
-    "Side",
-    "bench_prompts",
-    "zen_of_python",
-    "perplexity",
-    "peak_rss_mib",
-    "default_rows",
-    "load_row",
-    "measure",
-    "spawn",
-    "format_table",
-    "run",
-]
+__all__ = ["ROWS", "Side", "bench_prompts", "zen_of_python", "perplexity", "peak_rss_mib",
+           "default_rows", "load_row", "measure", "spawn", "format_table", "run"]  # fmt: skip
 
 log = get_relay("simplellama.bench")
 
