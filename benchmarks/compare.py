@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -25,28 +24,11 @@ import torch
 
 from benchmarks import llama1b
 from benchmarks.peers import llama_cpp_missing, llama_cpp_side, transformers_side
-from simplellama.bench import default_rows, format_table, run_rows, run_worker, spawn
+from simplellama.bench import cpu_description, default_rows, format_table, run_rows, run_worker, spawn
 from simplellama.cli import add_bench_arguments
 
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 PEERS = {"transformers fp32": transformers_side, "llama.cpp": llama_cpp_side}
 SELF = [sys.executable, "-m", "benchmarks.compare"]
-
-
-def cpu_description() -> str:
-    """CPU model name and its vector flags (from /proc/cpuinfo where there is one)."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    shown = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS)
-    return f"{name} ({shown}; torch sees {torch.backends.cpu.get_cpu_capability()})"
 
 
 def table_1b(args: argparse.Namespace) -> dict[str, Any]:

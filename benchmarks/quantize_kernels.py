@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.compare import cpu_description
+from simplellama.bench import cpu_description
 from simplellama.quantize import Int4Linear, Int8Linear, matmul_dtype
 
 SHAPES = {  # (N, K): SmolLM2-135M's linear layers, then a Llama-3.2-1B-shaped FFN

@@ -26,6 +26,7 @@ import inspect
 import io
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -44,8 +45,8 @@ from .checkpoint import load_model
 from .errors import SimpleLlamaError
 from .tokenizer import load_tokenizer
 
-__all__ = ["ROWS", "Side", "bench_prompts", "zen_of_python", "perplexity", "peak_rss_mib",
-           "default_rows", "load_row", "measure", "spawn", "format_table", "run"]  # fmt: skip
+__all__ = ["ROWS", "Side", "bench_prompts", "cpu_description", "zen_of_python", "perplexity",
+           "peak_rss_mib", "default_rows", "load_row", "measure", "spawn", "format_table", "run"]  # fmt: skip
 
 log = get_relay("simplellama.bench")
 
@@ -56,6 +57,8 @@ for _name, _dtype, _q in (("fp32", "float32", None), ("bf16", "bfloat16", None),
                           ("auto", "float32", "auto")):  # fmt: skip
     ROWS[_name] = (_dtype, _q, False)
     ROWS[_name + "+compile"] = (_dtype, _q, True)
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 # Three passages to continue (prefill + decode); the first is timed, all count for agreement.
 _PASSAGES = """
@@ -110,6 +113,20 @@ def bench_prompts(n: int) -> list[list[int]]:
     if min(map(len, ids)) < n:
         raise SimpleLlamaError(f"--prompt-tokens: at most {min(map(len, ids))} tokens, found {n}")
     return [p[:n] for p in ids]
+
+
+def cpu_description() -> str:
+    """CPU model name, its avx2 / avx512f / avx512_bf16 / amx flags and what torch uses."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    shown = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
+    return f"{name} ({shown}; torch uses {torch.backends.cpu.get_cpu_capability()})"
 
 
 def zen_of_python() -> str:
@@ -331,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
         return run_worker({row: simplellama_side for row in ROWS})
     worker = [sys.executable, "-m", "simplellama", "bench", "--worker"]
     results = run_rows(args, args.rows or default_rows(), lambda row: [*worker, row])
+    print(f"CPU: {cpu_description()}")
     print(f"embedded SmolLM2-135M GGUF, {args.prompt_tokens}-token prompt, {args.new_tokens} new "
           f"tokens, {args.threads} threads, median of {args.repeat}")  # fmt: skip
     print(format_table(results))
