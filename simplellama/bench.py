@@ -46,7 +46,8 @@ from .errors import SimpleLlamaError
 from .tokenizer import load_tokenizer
 
 __all__ = ["ROWS", "Side", "bench_prompts", "cpu_description", "zen_of_python", "perplexity",
-           "peak_rss_mib", "default_rows", "load_row", "measure", "spawn", "format_table", "run"]  # fmt: skip
+           "peak_rss_mib", "default_rows", "load_row", "measure", "spawn", "format_table",
+           "run"]  # fmt: skip
 
 log = get_relay("simplellama.bench")
 
