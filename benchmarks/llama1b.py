@@ -16,6 +16,7 @@ temp dir): in float32 vs quantized to int4 while loading.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -34,7 +35,7 @@ from simplellama.norm import RMSNorm
 from simplellama.quantize import quantize_linear, quantize_model
 
 __all__ = ["args_1b", "bandwidth_fraction", "read_bandwidth", "random_model", "decode_speed", "write_meta",
-           "load_peak", "worker"]  # fmt: skip
+           "load_peak", "resident_mib", "worker"]  # fmt: skip
 
 STD = 0.02  # weights ~ N(0, STD^2): finite activations through 16 random layers
 
@@ -133,8 +134,22 @@ def load_peak(d: Path, quantize: str | None) -> dict:
         model, _ = load_model(d, "cpu", torch.float32)
         if quantize:
             quantize_model(model, quantize, 32)
-    return {"load_s": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib(),
-            "streamed": bool(quantize and streamed)}  # fmt: skip
+    load_s = time.perf_counter() - t0
+    return {"load_s": load_s, "peak_rss_mib": peak_rss_mib(), "streamed": bool(quantize and streamed),
+            **resident_mib()}  # fmt: skip
+
+
+def resident_mib() -> dict[str, float]:
+    """This process's resident memory now, split as /proc/self/status does: anonymous (the
+    model's tensors) and file-backed (pages of memory-mapped checkpoint files; the kernel may drop
+    them under pressure, yet they count in RSS). Empty where there is no /proc."""
+    out = {}
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                out[f"{key.lower()[3:]}_mib"] = int(value.split()[0]) / 1024  # kB
+    return out
 
 
 def worker(job: dict) -> dict:
