@@ -303,10 +303,8 @@ def format_table(results: list[dict[str, Any]], baselines: Sequence[str] = ("fp3
     head += [f"{k} /{b}" for b in base for k in ("prefill", "decode")]
     lines = [head]
     for r in results:
-        cells = [
-            r["row"],
-            *(f.format(r[k]) if r.get(k) is not None else "-" for _, k, f in COLUMNS),
-        ]
+        name = r["row"] + (" (compile failed: eager)" if r.get("compile_fell_back") else "")
+        cells = [name, *(f.format(r[k]) if r.get(k) is not None else "-" for _, k, f in COLUMNS)]
         for b in base:
             cells += [f"{r[k] / by[b][k]:.2f}" for k in ("prefill_tok_s", "decode_tok_s")]
         lines.append(cells)
