@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -28,6 +28,8 @@ from .keys import LAYER_WEIGHTS, expected_shape
 
 __all__ = [
     "Checkpoint",
+    "RawBlocks",
+    "TensorSink",
     "check_state_dict",
     "check_weight",
     "check_ram",
@@ -62,6 +64,39 @@ class Checkpoint:
     tokenizer_json: dict | None = None
     tokenizer_config: dict | None = None
     tokenizer_model: Path | None = None
+
+
+@dataclass
+class RawBlocks:
+    """A GGUF tensor as stored, for a loader that keeps the file's blocks (``quantized.py``)."""
+
+    name: str  # the tensor's name in the file
+    data: Any  # its bytes, (N, bytes per row) uint8 (``ReaderTensor.data``, memory-mapped)
+    qtype: Any  # its ``GGMLQuantizationType``
+    dequantize: Callable[[torch.dtype], torch.Tensor]  # the float tensor, finiteness checked
+
+
+class TensorSink(Protocol):
+    """Receives each weight as a loader reads it, instead of the float state dict keeping it.
+
+    The readers (``meta.py``, ``hf.py``, ``gguf.py``) do their usual parsing and checks, then hand
+    every tensor (or, for GGUF, its :class:`RawBlocks`) to the sink and keep what it returns: a
+    float tensor, or a ``meta``-device stand-in of the same shape for a weight the sink keeps in
+    another form. ``check_ram`` replaces the readers' float-sized memory check.
+    """
+
+    def check_ram(
+        self,
+        source: str,
+        args: ModelArgs,
+        cache_device: torch.device | str | None,
+        itemsize: int,
+        stored: dict[str, str] | None = None,
+    ) -> None:
+        """Refuse before reading if the result cannot fit (``stored``: GGUF type per Meta key)."""
+
+    def __call__(self, key: str, weight: torch.Tensor | RawBlocks) -> torch.Tensor:
+        """What the state dict keeps for the Meta-named ``key``."""
 
 
 def check_state_dict(
@@ -139,7 +174,7 @@ def check_weight(t: Any, key: str, source: str) -> torch.Tensor:
 
 def check_ram(
     source: str,
-    n_bytes: int,
+    n_bytes: int | dict[str, int],
     args: ModelArgs,
     cache_device: torch.device | str | None = None,
     itemsize: int = 2,
@@ -148,8 +183,10 @@ def check_ram(
     ``args.max_batch_size`` x ``args.max_seq_len`` positions and the RoPE table) that cannot fit.
 
     Weights are read into CPU memory first; a KV cache on another device is checked there.
+    ``n_bytes`` may be a dict naming its parts (e.g. quantized and float weights).
     """
-    cpu = {"weights": n_bytes}
+    cpu = dict(n_bytes) if isinstance(n_bytes, dict) else {"weights": n_bytes}
+    n_bytes = sum(cpu.values())
     if cache_device is not None:
         rope = rope_table_bytes(2 * args.max_seq_len, args.head_dim, torch.float32)
         cache = {"KV cache": args.kv_cache_bytes(bytes_per_el=itemsize), "RoPE table": rope}

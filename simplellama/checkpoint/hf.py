@@ -32,6 +32,7 @@ from ..files import checkpoint_file, read_json
 from ..rope import hf_to_meta_qk, meta_to_hf_qk
 from .common import (
     Checkpoint,
+    TensorSink,
     atomic_dir,
     check_ram,
     check_state_dict,
@@ -182,14 +183,18 @@ def load_hf(
     dtype: torch.dtype | None,
     overrides: dict[str, Any],
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
 ) -> Checkpoint:
     """Read an HF Llama directory into a Meta-named :class:`Checkpoint` (``cache_device``: see
-    ``check_ram``)."""
+    ``check_ram``; ``sink``: gets each checked weight, q/k in Meta order: ``TensorSink``)."""
     args = _read_config(d, overrides)
     files = _weight_files(d)
     itemsize = 2 if dtype is None else dtype.itemsize  # HF stores bfloat16 (or float16)
     n_bytes = sum(f.stat().st_size for f in files)
-    check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    if sink is None:
+        check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    else:
+        sink.check_ram(str(d), args, cache_device, itemsize)
     sd: dict[str, torch.Tensor] = {}
     with log.busy(f"loading {len(files)} safetensors file(s)", total=len(files)) as bar:
         for f in files:
@@ -210,7 +215,10 @@ def load_hf(
                             t = hf_to_meta_qk(t, args.n_heads)
                         elif meta.endswith("attention.wk.weight"):
                             t = hf_to_meta_qk(t, args.n_kv_heads)
-                        sd[meta] = t if dtype is None else t.to(dtype)
+                        if sink is not None:
+                            sd[meta] = sink(meta, t)
+                        else:
+                            sd[meta] = t if dtype is None else t.to(dtype)
             except SafetensorError as e:
                 raise CheckpointError(f"{f}: truncated or corrupt safetensors file: {e}") from None
             except RopeError as e:  # hf_to_meta_qk's shape check

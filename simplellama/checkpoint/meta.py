@@ -24,6 +24,7 @@ from ..errors import CheckpointError, ModelArgsError
 from ..files import checkpoint_file, regular_file
 from .common import (
     Checkpoint,
+    TensorSink,
     atomic_dir,
     check_ram,
     check_state_dict,
@@ -152,14 +153,19 @@ def load_meta(
     dtype: torch.dtype | None,
     overrides: dict[str, Any],
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
 ) -> Checkpoint:
     """Read a Meta directory (1..N shards, merged) into a :class:`Checkpoint`; ``cache_device``:
-    also make sure a KV cache of ``max_batch_size`` x ``max_seq_len`` fits there (``check_ram``)."""
+    also make sure a KV cache of ``max_batch_size`` x ``max_seq_len`` fits there (``check_ram``);
+    ``sink``: receives each merged, checked weight instead (``TensorSink``)."""
     args = read_params(d, overrides)
     paths = meta_shard_paths(d)
     n_bytes = sum(p.stat().st_size for p in paths)
     itemsize = 2 if dtype is None else dtype.itemsize  # Meta stores bfloat16
-    check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    if sink is None:
+        check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    else:
+        sink.check_ram(str(d), args, cache_device, itemsize)
     shards = [torch_load_checked(p) for p in paths]  # memory-mapped: nothing is read yet
     keys = list(shards[0])
     for p, s in zip(paths[1:], shards[1:]):
@@ -175,7 +181,10 @@ def load_meta(
             t = _merge(key, parts, paths, args, str(d))
             del parts
             t = check_weight(t, key, str(paths[0]) if len(paths) == 1 else str(d))
-            sd[key] = t if dtype is None else t.to(dtype)
+            if sink is not None:
+                sd[key] = sink(key, t)
+            else:
+                sd[key] = t if dtype is None else t.to(dtype)
             bar.update()
     del shards
     check_state_dict(sd, args, str(d))
