@@ -34,6 +34,7 @@ from .quantize import (
     Int8GroupLinear,
     Int8Linear,
     QuantizeError,
+    by_rows,
     quantize_int4,
     quantize_int8,
 )
@@ -163,17 +164,16 @@ def _requantize(
 
     name = _type(qtype)[0]
     rows = data if isinstance(data, np.ndarray) else data.numpy()
-    parts = []
-    for i in range(0, rows.shape[0], _ROWS):
+
+    def requantize(i: int, j: int) -> tuple[torch.Tensor, ...]:
         try:
-            w = np.require(dequantize(rows[i : i + _ROWS], qtype), np.float32, "W")
+            w = np.require(dequantize(rows[i:j], qtype), np.float32, "W")
         except NotImplementedError:
             raise QuantizeError(f"GGUF tensor type {name}: gguf cannot dequantize it") from None
         w = torch.from_numpy(w)
-        parts.append(
-            quantize_int4(w, group_size, dtype) if mode == "int4" else quantize_int8(w, dtype)
-        )
-    merged = [torch.cat(t) for t in zip(*parts)]
+        return quantize_int4(w, group_size, dtype) if mode == "int4" else quantize_int8(w, dtype)
+
+    merged = by_rows(requantize, rows.shape[0], _ROWS)
     if mode == "int4":
         return Int4Linear.from_quantized(*merged, device=device)
     return Int8Linear(*(t.to(device) for t in merged))
