@@ -63,7 +63,7 @@ __all__ = [
 
 log = get_relay("simplellama.checkpoint")
 
-_DEQUANT_CHUNK = 1 << 20  # values dequantized per step (4 MiB of float32: gguf makes a few temporaries)
+_DEQUANT_CHUNK = 1 << 20  # values dequantized per step (4 MiB of float32, and gguf temporaries)
 _Q = GGMLQuantizationType
 _INT_TYPES = (_Q.I8, _Q.I16, _Q.I32, _Q.I64)  # integer tensors are not weights
 
