@@ -121,7 +121,8 @@ class Llama:
         else:
             formatter = ChatFormat(tokenizer) if isinstance(tokenizer, Tokenizer) else None
         took = time.perf_counter() - t0
-        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, took)
+        weights = f"{dtype}, quantize={quantize}" if quantize else dtype
+        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, weights, device, took)
         return Llama(model, tokenizer, ckpt.args, formatter, seed=seed, source=path)
 
     # ---- the decode loop (decode.py) ----

@@ -9,7 +9,9 @@ the table in ``keys.py``, so ``model.load_state_dict(ckpt.state_dict, strict=Tru
     model, args = load_model()                 # the embedded SmolLM2-135M GGUF
 
 ``common.py`` holds what the formats share; ``sharded.py`` loads one rank's slice for tensor
-parallelism (``load_model(path, model_parallel_size=8)`` under torchrun). Every loader refuses
+parallelism (``load_model(path, model_parallel_size=8)`` under torchrun); ``quantized.py`` turns
+linear weights into int8 / int4 layers as the readers stream them (``load_model(path,
+quantize="int4")``). Every loader refuses
 what cannot work before reading weights (``files.py`` confines paths, ``config.py`` checks every
 field, ``check_ram`` the memory) and checks each tensor as it reads it (``check_weight``).
 """
