@@ -4,9 +4,14 @@ building the model."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
+import mmap
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +38,7 @@ __all__ = [
     "check_state_dict",
     "check_weight",
     "check_ram",
+    "release_pages",
     "check_tokenizer",
     "find_tokenizer_files",
     "tokenizer_for",
@@ -199,6 +205,35 @@ def check_ram(
     total = check_memory(source, cpu, "cpu", MEMORY_HINT)
     log.info("%s: loading about %.2f GB of weights into RAM (%.2f GB in all)", source,
              n_bytes / 1e9, total / 1e9)  # fmt: skip
+
+
+def release_pages(t: torch.Tensor) -> None:
+    """Tell the OS this process is done with the memory-mapped file pages under ``t`` (Linux).
+
+    Only for tensors of ``torch.load(mmap=True)`` that nothing reads any more: once read, their
+    pages count in the process's resident memory until unmapped, as GGUF's do
+    (``gguf._release_pages``); a quantizing load would otherwise peak at the file's size plus the
+    quantized model. Whole pages inside the tensor only; the file cache keeps them, and they
+    would be read back from the file if touched again (the mapping is never written).
+    """
+    libc = _libc()
+    if libc is None or t.device.type != "cpu" or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    storage = t.untyped_storage()
+    start, page = storage.data_ptr(), mmap.PAGESIZE
+    lo, hi = -(-start // page) * page, (start + storage.nbytes()) // page * page
+    if hi > lo:
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), mmap.MADV_DONTNEED)
+
+
+@functools.cache
+def _libc() -> Any:
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
 
 
 # ---- tokenizer files beside the weights ----

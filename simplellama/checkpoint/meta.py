@@ -30,6 +30,7 @@ from .common import (
     check_state_dict,
     check_weight,
     find_tokenizer_files,
+    release_pages,
     write_tokenizer_files,
 )
 from .keys import expected_shape, shard_dim
@@ -179,12 +180,17 @@ def load_meta(
         for key in keys:
             parts = [s.pop(key) for s in shards]  # drop the shards' references as we go
             t = _merge(key, parts, paths, args, str(d))
-            del parts
             t = check_weight(t, key, str(paths[0]) if len(paths) == 1 else str(d))
-            if sink is not None:
-                sd[key] = sink(key, t)
-            else:
+            if sink is None:
                 sd[key] = t if dtype is None else t.to(dtype)
+            elif (kept := sink(key, t)).is_meta:  # kept in another form: the file's pages can go
+                del t
+                for p in parts:
+                    release_pages(p)
+                sd[key] = kept
+            else:
+                sd[key] = kept
+            del parts
             bar.update()
     del shards
     check_state_dict(sd, args, str(d))
