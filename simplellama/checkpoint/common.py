@@ -39,6 +39,7 @@ __all__ = [
     "check_weight",
     "check_ram",
     "release_pages",
+    "trim_heap",
     "check_tokenizer",
     "find_tokenizer_files",
     "tokenizer_for",
@@ -102,7 +103,8 @@ class TensorSink(Protocol):
         """Refuse before reading if the result cannot fit (``stored``: GGUF type per Meta key)."""
 
     def __call__(self, key: str, weight: torch.Tensor | RawBlocks) -> torch.Tensor:
-        """What the state dict keeps for the Meta-named ``key``."""
+        """What the state dict keeps for the Meta-named ``key``: never a view of ``weight``
+        (the readers drop its file pages afterwards)."""
 
 
 def check_state_dict(
@@ -224,6 +226,19 @@ def release_pages(t: torch.Tensor) -> None:
     lo, hi = -(-start // page) * page, (start + storage.nbytes()) // page * page
     if hi > lo:
         libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), mmap.MADV_DONTNEED)
+
+
+def trim_heap() -> None:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``; elsewhere nothing).
+
+    Loading one weight at a time frees each tensor read while keeping the smaller result: glibc
+    then serves later allocations from the heap's holes, and its resident size only grows
+    (measured, int4 load of a 187M-parameter Meta checkpoint: 587 MB peak without, 508 MB with
+    a trim after each weight).
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 @functools.cache

@@ -183,13 +183,11 @@ def load_meta(
             t = check_weight(t, key, str(paths[0]) if len(paths) == 1 else str(d))
             if sink is None:
                 sd[key] = t if dtype is None else t.to(dtype)
-            elif (kept := sink(key, t)).is_meta:  # kept in another form: the file's pages can go
+            else:  # the sink keeps a copy or another form: the file's pages can go
+                sd[key] = sink(key, t)
                 del t
                 for p in parts:
                     release_pages(p)
-                sd[key] = kept
-            else:
-                sd[key] = kept
             del parts
             bar.update()
     del shards

@@ -37,7 +37,7 @@ from ..errors import CheckpointError
 from ..model import Transformer
 from ..quantize import GROUP_SIZES, Int8Linear, QuantizeError, quantize_linear
 from ..quantize_gguf import gguf_linear, gguf_target
-from .common import Checkpoint, RawBlocks, check_ram
+from .common import Checkpoint, RawBlocks, check_ram, trim_heap
 from .keys import LAYER_WEIGHTS, expected_shape, module_of, module_shapes
 
 __all__ = ["QUANTIZE_MODES", "LINEARS", "check_quantize", "layer_bytes", "QuantizingSink"]
@@ -174,12 +174,16 @@ class QuantizingSink:
         if layer is None:  # "auto" on a float GGUF tensor
             return self._float(weight)
         self.layers[key.removesuffix(".weight")] = layer
+        del weight
+        trim_heap()  # the float tensor just read is freed: give its pages back before the next
         return torch.empty(found, device="meta")
 
     def _float(self, weight: torch.Tensor | RawBlocks) -> torch.Tensor:
         if isinstance(weight, RawBlocks):
             return weight.dequantize(self.dtype or torch.float32)
-        return weight if self.dtype is None else weight.to(self.dtype)
+        # a copy: a tensor viewing the file's mapping (safetensors, torch.load(mmap=True)) would
+        # keep every page read from it resident, the quantized weights' too
+        return weight.to(self.dtype or weight.dtype, copy=True)
 
     def quantize(self, key: str, weight: torch.Tensor | RawBlocks) -> nn.Module | None:
         """The layer for one weight (None: stays float); errors name the file and the tensor."""
