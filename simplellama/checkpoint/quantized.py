@@ -4,8 +4,9 @@
 (``meta.py``, ``hf.py``, ``gguf.py``) parse and check the files as always and hand each weight to a
 :class:`QuantizingSink` (``common.TensorSink``), which turns the linear weights (wq, wk, wv, wo,
 w1, w2, w3, output) into the layers of ``quantize.py`` at once and keeps the rest float. Peak RAM:
-quantized layers + float embedding and norms + the one tensor being read (GGUF drops each tensor's
-file pages after use). What each input becomes::
+quantized layers + float embedding and norms + the one tensor being read, because no page of the
+files stays resident after its tensor (Meta and GGUF ``madvise`` them away, HF maps the file anew
+per tensor; ``common.trim_heap`` returns the freed float tensors). What each input becomes::
 
     quantize  Meta / HF / F32, F16 GGUF        Q4_0, Q4_1 GGUF            Q8_0 GGUF
     "auto"    float (logged)                   the file's nibbles, int4   the file's int8 and
