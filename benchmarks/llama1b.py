@@ -17,7 +17,6 @@ temp dir): in float32 vs quantized to int4 while loading.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from simplellama.config import ModelArgs, preset
 from simplellama.footprint import model_decode_bytes
 from simplellama.model import Transformer
 from simplellama.norm import RMSNorm
-from simplellama.quantize import quantize_linear, quantize_model
+from simplellama.quantize import quantize_linear
 
 __all__ = ["args_1b", "bandwidth_fraction", "read_bandwidth", "random_model", "decode_speed", "write_meta",
            "load_peak", "resident_mib", "worker"]  # fmt: skip
@@ -125,18 +124,11 @@ def write_meta(d: Path, args: ModelArgs, seed: int = 0) -> None:
 
 
 def load_peak(d: Path, quantize: str | None) -> dict:
-    """Load the checkpoint in ``d`` in float32, or quantized; seconds and this process's peak RSS."""
-    streamed = "quantize" in inspect.signature(load_model).parameters
+    """Load the checkpoint in ``d`` in float32, or quantized while streaming; seconds, peak RSS."""
     t0 = time.perf_counter()
-    if quantize and streamed:
-        load_model(d, "cpu", torch.float32, quantize=quantize, group_size=32)
-    else:  # stand-in until load_model quantizes while streaming: float load, then quantize
-        model, _ = load_model(d, "cpu", torch.float32)
-        if quantize:
-            quantize_model(model, quantize, 32)
+    load_model(d, "cpu", torch.float32, quantize=quantize, group_size=32)
     load_s = time.perf_counter() - t0
-    return {"load_s": load_s, "peak_rss_mib": peak_rss_mib(), "streamed": bool(quantize and streamed),
-            **resident_mib()}  # fmt: skip
+    return {"load_s": load_s, "peak_rss_mib": peak_rss_mib(), **resident_mib()}
 
 
 def resident_mib() -> dict[str, float]:

@@ -22,7 +22,6 @@ import argparse
 import codecs
 import contextlib
 import importlib.util
-import inspect
 import io
 import json
 import os
@@ -150,47 +149,16 @@ def peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
-def load_row(row: str, path: Any = None) -> tuple[torch.nn.Module, Callable | None]:
-    """(model, ``CompiledDecoder`` or None) of one row: the only place that loads.
-
-    Uses ``load_model(..., quantize=...)`` and ``simplellama.compiled.CompiledDecoder`` where this
-    version has them; otherwise (stand-in) loads in the float dtype and swaps the linear layers.
-    """
+def load_row(row: str, path: Any = None) -> tuple[torch.nn.Module, Any]:
+    """(model, ``compiled.CompiledDecoder`` or None) of one row: the only place that loads."""
     dtype, quantize, compile_ = ROWS[row]
     path = default_model_path() if path is None else path
-    if quantize and "quantize" in inspect.signature(load_model).parameters:
-        model, _ = load_model(path, "cpu", getattr(torch, dtype), quantize=quantize, group_size=32)
-    else:
-        model, _ = load_model(path, "cpu", getattr(torch, dtype))
-        if quantize == "auto":
-            _swap_gguf_layers(model, path)
-        elif quantize:
-            from .quantize import quantize_model
-
-            quantize_model(model, quantize, 32)
+    model, _ = load_model(path, "cpu", getattr(torch, dtype), quantize=quantize, group_size=32)
     if not compile_:
         return model.eval(), None
     from .compiled import CompiledDecoder  # ImportError: no compile API in this version
 
     return model.eval(), CompiledDecoder(model)
-
-
-def _swap_gguf_layers(model: torch.nn.Module, path: Any) -> None:
-    """Stand-in for ``quantize="auto"``: each linear layer from the GGUF file's own blocks."""
-    from gguf import GGUFReader
-
-    from .checkpoint.keys import gguf_to_meta_name
-    from .quantize_gguf import gguf_linear
-
-    for t in GGUFReader(path).tensors:
-        name = gguf_to_meta_name(t.name)
-        module = name.rsplit(".", 1)[0] if name else None
-        if module == "tok_embeddings" and model.args.tie_word_embeddings:
-            module = "output"
-        if module and isinstance(model.get_submodule(module), torch.nn.Linear):
-            layer = gguf_linear(t.data, t.tensor_type)
-            if layer is not None:
-                model.set_submodule(module, layer)
 
 
 def simplellama_side(row: str) -> Side:

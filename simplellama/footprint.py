@@ -1,6 +1,7 @@
 """Bytes of a Llama's weights per storage format: what RAM holds, and what one decode step reads.
 
-Per (N, K) linear layer, in the layouts of ``quantize.py`` (scales and zeros stored in bf16)::
+Per (N, K) linear layer, in the layouts of ``quantize.py`` (scales and zeros stored in bf16;
+``checkpoint.quantized.layer_bytes``, which the loader's memory check uses too)::
 
     float32  4 N K        bfloat16  2 N K
     int8     N K + 2 N            (one scale per output row)
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .checkpoint.keys import LAYER_WEIGHTS, module_shapes
+from .checkpoint.quantized import layer_bytes
 from .config import ModelArgs, preset
 from .errors import SimpleLlamaError
 
@@ -35,17 +37,14 @@ __all__ = [
 
 FORMATS = ("float32", "bfloat16", "int8", "int4")
 _FLOAT = {"float32": 4, "bfloat16": 2}
-_SCALE = 2  # bytes of one bf16 scale or zero
 
 
 def linear_bytes(N: int, K: int, fmt: str, group_size: int = 32) -> int:
     """Bytes of one (N, K) linear weight stored as ``fmt`` (one of ``FORMATS``)."""
     if fmt in _FLOAT:
-        return _FLOAT[fmt] * N * K
-    if fmt == "int8":
-        return N * K + _SCALE * N
-    if fmt == "int4":
-        return N * K // 2 + 2 * _SCALE * N * (K // group_size)
+        return layer_bytes("float", N, K, group_size, _FLOAT[fmt])
+    if fmt in ("int8", "int4"):
+        return layer_bytes(fmt, N, K, group_size, 0)
     raise SimpleLlamaError(f"linear_bytes: fmt must be one of {FORMATS}, found {fmt!r}")
 
 
