@@ -126,9 +126,11 @@ def write_meta(d: Path, args: ModelArgs, seed: int = 0) -> None:
 def load_peak(d: Path, quantize: str | None) -> dict:
     """Load the checkpoint in ``d`` in float32, or quantized while streaming; seconds, peak RSS."""
     t0 = time.perf_counter()
-    load_model(d, "cpu", torch.float32, quantize=quantize, group_size=32)
+    model, _ = load_model(d, "cpu", torch.float32, quantize=quantize, group_size=32)
     load_s = time.perf_counter() - t0
-    return {"load_s": load_s, "peak_rss_mib": peak_rss_mib(), **resident_mib()}
+    resident = resident_mib()  # while the model is alive
+    del model
+    return {"load_s": load_s, "peak_rss_mib": peak_rss_mib(), **resident}
 
 
 def resident_mib() -> dict[str, float]:
