@@ -7,6 +7,7 @@ STAMP   := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 NB      ?=
 BOOK_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup demo test test-fast lint format lab bench notebooks book browser-test clean
 
@@ -44,8 +45,13 @@ format: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
+# The bench extra adds llama-cpp-python, which pip builds from llama.cpp's source (a C++ compiler
+# and cmake): ~15-40 minutes the first time on a small machine, then cached. Without it the bench
+# skips the llama.cpp row with a line saying so. BENCH_ARGS: e.g. --threads 1 --json bench.json
 bench: setup
-	$(BIN)/python -m benchmarks.compare_transformers
+	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || echo "make bench: installing the bench extra (llama-cpp-python builds llama.cpp from source: ~15-40 minutes the first time)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]' || echo "make bench: llama-cpp-python did not install; the llama.cpp row will be skipped"
+	$(BIN)/python -m benchmarks.compare $(BENCH_ARGS)
 	$(BIN)/python -m tinytorch.bench
 
 # Execute notebooks in place so readers see their outputs (all, or NB=notebooks/10_rope.ipynb).

@@ -10,12 +10,12 @@ call and, per shape, the largest row count at which the packed kernel still beat
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 
+from simplellama.bench import cpu_description
 from simplellama.quantize import Int4Linear, Int8Linear, matmul_dtype
 
 SHAPES = {  # (N, K): SmolLM2-135M's linear layers, then a Llama-3.2-1B-shaped FFN
@@ -27,16 +27,6 @@ SHAPES = {  # (N, K): SmolLM2-135M's linear layers, then a Llama-3.2-1B-shaped F
     "1B w1 8192x2048": (8192, 2048),
 }
 ROWS = (1, 4, 8, 16, 24, 32, 48, 64, 96, 128)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_us(fn, budget: float = 0.05) -> float:
@@ -76,8 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"# {cpu_name()}; torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"avx512_bf16 {torch.cpu._is_avx512_bf16_supported()}, {args.threads} thread(s), "
+        f"# {cpu_description()}; torch {torch.__version__}, {args.threads} thread(s), "
         f"matmul_dtype {matmul_dtype('cpu')}"
     )
     print(

@@ -6,7 +6,7 @@
     simplellama convert model.gguf out_dir --to hf
     simplellama convert Llama3.2-1B llama-1b.Q8_0.gguf --to gguf --outtype q8_0
     simplellama info path/to/checkpoint
-    simplellama bench --dtypes float32
+    simplellama bench --rows fp32,int4 --threads 1
 
 Generated text goes to stdout as it is produced; progress bars and logs go to stderr.
 Exit status: 0 ok, 2 usage error (argparse, including argument values that cannot work together),
@@ -136,21 +136,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list]]:
     )
 
     b = sub.add_parser(
-        "bench", help="load time, prefill/decode speed and peak RAM on the embedded model"
+        "bench", help="speed, peak RAM, agreement and perplexity per weight format (embedded model)"
     )
     add_bench_arguments(b)
     return parser, triples
 
 
-BENCH_DTYPES = ("float32", "bfloat16")
+BENCH_ROWS = ("fp32", "bf16", "int8", "int4", "auto")  # each also as ROW+compile (bench.ROWS)
 
 
-def _dtype_list(text: str) -> list[str]:
+def _row_list(text: str) -> list[str]:
     names = [d.strip() for d in text.split(",") if d.strip()]
+    known = [*BENCH_ROWS, *(r + "+compile" for r in BENCH_ROWS)]
     for d in names:
-        if d not in BENCH_DTYPES:
+        if d not in known:
             raise argparse.ArgumentTypeError(
-                f"expected a comma list of {', '.join(BENCH_DTYPES)}, found {d!r}"
+                f"expected a comma list of {', '.join(BENCH_ROWS)} (each optionally +compile), "
+                f"found {d!r}"
             )
     return names
 
@@ -162,18 +164,19 @@ def _positive(text: str) -> int:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``bench`` options (also ``benchmarks/compare_transformers.py``'s)."""
+    """The ``bench`` options (also ``benchmarks/compare.py``'s)."""
     parser.add_argument(
-        "--dtypes",
-        type=_dtype_list,
-        default=list(BENCH_DTYPES),
-        help="comma list of float32, bfloat16",
+        "--rows",
+        type=_row_list,
+        default=None,
+        help="comma list of fp32, bf16, int8, int4, auto, each optionally +compile "
+        "(default: all; +compile where this version can compile)",
     )
     parser.add_argument(
         "--prompt-tokens", type=_positive, default=128, help="prompt length for prefill"
     )
     parser.add_argument(
-        "--new-tokens", type=_positive, default=128, help="greedy tokens for decode"
+        "--new-tokens", type=_positive, default=64, help="tokens decoded per prompt"
     )
     parser.add_argument(
         "--threads", type=_positive, default=None, help="torch threads (default: torch's)"
@@ -181,10 +184,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=_positive, default=3, help="runs per measurement (median reported)"
     )
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write results as JSON")
     parser.add_argument(
         "--worker", default=None, help=argparse.SUPPRESS
-    )  # internal: one side, JSON out
-    parser.add_argument("--prompt-ids", default=None, help=argparse.SUPPRESS)
+    )  # internal: one row, job on stdin, JSON out
 
 
 # ---------------------------------------------------------------------------------------------

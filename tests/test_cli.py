@@ -183,7 +183,7 @@ def test_max_new_tokens_past_the_context_is_a_one_line_error(loaded, capsys):
             ["generate", "--prompt", "hi", "--max-new-tokens", "4096"],
             "--max-new-tokens (4096) must be smaller than --max-seq-len (2048)",
         ),
-        (["bench", "--dtypes", "int8"], "--dtypes: expected a comma list of float32, bfloat16, found 'int8'"),
+        (["bench", "--rows", "int3"], "--rows: expected a comma list of fp32, bf16, int8, int4, auto"),
     ],
 )
 def test_usage_errors_exit_2(argv, message, capsys):
