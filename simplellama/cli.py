@@ -63,6 +63,10 @@ class RunOptions:
         default=2048, metadata={"help": "longest prompt + generation (sizes the KV cache)"}
     )
     stream: bool = field(default=True, metadata={"help": "print tokens as they are produced"})
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the decode step (first step compiles: tens of seconds)"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +216,7 @@ def _build(opts: RunOptions):
         device=opts.device,
         dtype=opts.dtype,
         seed=opts.seed,
+        compile=opts.compile,
     )
 
 
