@@ -127,9 +127,10 @@ class KVCache(nn.Module):
                 f"KVCache.update_at: batch {B} {xk.dtype} does not fit the cache's "
                 f"{self.max_batch_size} {self.cache_k.dtype}"
             )
-        self.cache_k.index_copy_(1, pos, xk)
-        self.cache_v.index_copy_(1, pos, xv)
-        return self.cache_k, self.cache_v
+        cache_k, cache_v = self.cache_k[:B], self.cache_v[:B]  # (B, S, K, Dh) views
+        cache_k.index_copy_(1, pos, xk)
+        cache_v.index_copy_(1, pos, xv)
+        return cache_k, cache_v
 
     def extra_repr(self) -> str:
         shape, dtype = tuple(self.cache_k.shape), self.cache_k.dtype

@@ -17,6 +17,9 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import os
+import subprocess
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -129,6 +132,9 @@ def test_kvcache_update_at_writes_what_update_writes():
         k_all, v_all = b.update_at(torch.arange(start, start + T), k, v)
         assert k_all.shape == (2, 12, 2, 16) and torch.equal(k_all[:, : start + T], k_view)
         assert torch.equal(v_all[:, : start + T], v_view)
+    k_one, _ = b.update_at(torch.tensor([8]), k[:1, :1], v[:1, :1])  # a smaller batch: rows 0..B-1
+    assert k_one.shape == (1, 12, 2, 16) and torch.equal(b.cache_k[0, 8], k[0, 0])
+    assert torch.equal(b.cache_k[1, 8], torch.zeros(2, 16))
     with pytest.raises(KVCacheError, match=r"expected pos \(T,\), k and v \(B, T, 2, 16\), found \(2,\)"):
         b.update_at(torch.arange(2), k, v)
     with pytest.raises(KVCacheError, match="batch 3 torch.float32 does not fit the cache's 2 torch.float32"):
@@ -248,3 +254,36 @@ def test_compiled_decoder_argument_errors():
         decoder(torch.tensor([[1]]), 16)
     with pytest.raises(ModelError, match="batch 2 exceeds the cache's max_batch_size 1"):
         decoder(torch.tensor([[1], [2]]), 3)
+
+
+FALLBACK = """
+import torch
+from ckpt_factory import random_state_dict, tiny_args
+from simplellama.compiled import CompiledDecoder
+from simplellama.model import Transformer
+
+args = tiny_args(max_batch_size=1)
+model = Transformer(args)
+model.load_state_dict(random_state_dict(args, seed=3), strict=False)
+model.setup_cache(1, 16)
+decoder = CompiledDecoder(model)
+with torch.no_grad():
+    model(torch.tensor([[1, 2, 3]]), 0)
+    got = decoder(torch.tensor([[4]]), 3)
+    model(torch.tensor([[1, 2, 3]]), 0)
+    expected = model(torch.tensor([[4]]), 3)
+assert decoder.eager and torch.equal(got, expected)
+print("fell back")
+"""
+
+
+@pytest.mark.slow
+def test_without_a_cxx_compiler_decoding_falls_back_to_eager_with_a_warning(tmp_path):
+    """Inductor's CPU backend runs the C++ compiler named by $CXX; a fresh cache, so it must."""
+    tests = Path(__file__).parent
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-c++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)]), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "fell back", run.stderr[-2000:]
+    warning = [line for line in run.stderr.splitlines() if "torch.compile failed, decoding eagerly" in line]
+    assert len(warning) == 1, run.stderr[-2000:]
