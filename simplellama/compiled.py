@@ -25,7 +25,9 @@ The graph is specialised on the batch size and the cache length (``dynamic=False
 generate the tightest loops). ``CompiledDecoder.setup_cache`` sizes the cache in powers of two of
 at least 256 positions and keeps it while it is large enough, so a session compiles a handful of
 times at most (each first compile takes tens of seconds, logged; the attention reads at most twice
-the positions needed).
+the positions needed; past ``torch._dynamo.config.recompile_limit``, 8 shapes per process,
+dynamo warns and runs the step eagerly). ``benchmarks/compile_decode.py`` measures eager
+against compiled decode.
 
 Shapes: B batch, S cache length (max_seq_len of the cache), D model dim, V vocab, Dh head dim.
 """
@@ -50,8 +52,9 @@ __all__ = ["CompiledDecoder", "decode_step", "cache_length", "COMPILE_OPTIONS"]
 log = get_relay("simplellama.compiled")
 
 MIN_CACHE = 256  # the smallest cache CompiledDecoder.setup_cache allocates (positions)
-# inductor options (measured in benchmarks/compile_decode.py): the defaults; "max-autotune" only
-# lengthens the compile on CPU (the matmuls stay one-row GEMVs).
+# inductor options: the defaults. mode="reduce-overhead" means CUDA graphs (nothing on a CPU);
+# cpp_wrapper=True (C++, not Python, calls the kernels) had not compiled SmolLM2 after 15 minutes
+# on a loaded 2-core machine; the matmuls are extern calls (one-row GEMVs, packed kernels) anyway.
 COMPILE_OPTIONS: dict = {}
 
 
