@@ -63,6 +63,14 @@ class RunOptions:
         default=2048, metadata={"help": "longest prompt + generation (sizes the KV cache)"}
     )
     stream: bool = field(default=True, metadata={"help": "print tokens as they are produced"})
+    quantize: Literal["none", "auto", "int8", "int4"] = field(
+        default="auto",
+        metadata={"help": "int8/int4: quantize weights while loading; auto only affects "
+                  "quantized GGUF files (their Q4_0/Q4_1/Q8_0 blocks run packed)"},
+    )  # fmt: skip
+    group_size: Literal[32, 64, 128, 256] = field(
+        default=32, metadata={"help": "inputs per int4 scale (--quantize int4)"}
+    )
     compile: bool = field(
         default=False,
         metadata={"help": "torch.compile the decode step (first step compiles: tens of seconds)"},
@@ -216,6 +224,8 @@ def _build(opts: RunOptions):
         device=opts.device,
         dtype=opts.dtype,
         seed=opts.seed,
+        quantize=None if opts.quantize == "none" else opts.quantize,
+        group_size=opts.group_size,
         compile=opts.compile,
     )
 

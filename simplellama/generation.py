@@ -76,6 +76,8 @@ class Llama:
         seed: int = 1,
         model_parallel_size: int | None = None,
         special_in_content: bool = False,
+        quantize: str | None = None,
+        group_size: int = 32,
         compile: bool = False,
     ) -> Llama:
         """Load a checkpoint (Meta dir, HF dir or GGUF file) and its tokenizer.
@@ -93,6 +95,10 @@ class Llama:
             special_in_content: with a checkpoint's chat template, encode special-token text in
                 message content as control tokens, as transformers does (default: as text, so a
                 user message cannot forge a turn; see ``ChatTemplate``).
+            quantize: None (float weights), ``"int8"``, ``"int4"`` (quantized while loading), or
+                ``"auto"`` (a GGUF file's Q4_0/Q4_1/Q8_0 blocks kept packed, float checkpoints
+                left float); see ``checkpoint/quantized.py``.
+            group_size: inputs per int4 scale (32, 64, 128 or 256).
             compile: run the one-token decode steps through ``torch.compile`` (``compiled.py``;
                 the first step of each batch size and cache length compiles, tens of seconds).
         """
@@ -102,6 +108,7 @@ class Llama:
         ckpt, model = load_for_inference(
             ckpt_dir, device, dtype, model_parallel_size, with_tokenizer=not tokenizer_path,
             max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+            quantize=quantize, group_size=group_size,
         )  # fmt: skip
         path = ckpt.path
         tokenizer = ckpt.tokenizer  # checked against the model by the loader
@@ -122,7 +129,8 @@ class Llama:
         else:
             formatter = ChatFormat(tokenizer) if isinstance(tokenizer, Tokenizer) else None
         took = time.perf_counter() - t0
-        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, dtype, device, took)
+        weights = f"{dtype}, quantize={quantize}" if quantize else dtype
+        log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, weights, device, took)
         return Llama(
             model, tokenizer, ckpt.args, formatter, seed=seed, source=path, compile=compile
         )

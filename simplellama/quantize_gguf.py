@@ -34,11 +34,12 @@ from .quantize import (
     Int8GroupLinear,
     Int8Linear,
     QuantizeError,
+    by_rows,
     quantize_int4,
     quantize_int8,
 )
 
-__all__ = ["EXACT_TYPES", "gguf_q4_blocks", "gguf_q8_0_blocks", "gguf_linear"]
+__all__ = ["EXACT_TYPES", "gguf_q4_blocks", "gguf_q8_0_blocks", "gguf_target", "gguf_linear"]
 
 Data = np.ndarray | torch.Tensor
 
@@ -126,17 +127,33 @@ def gguf_linear(
         group_size: int4 group size (Q4_0/Q4_1 are carried as they are only at 32).
         device, dtype: where the layer lives and its kernels' activation dtype.
     """
+    target = gguf_target(qtype, mode, group_size)
+    if target == "float":
+        return None
+    if target == "q4":
+        return Int4Linear.from_quantized(*gguf_q4_blocks(data, qtype, dtype), device=device)
+    if target == "q8":
+        return Int8GroupLinear.from_int8(*gguf_q8_0_blocks(data, dtype), device=device)
+    return _requantize(data, qtype, target, group_size, torch.device(device), dtype)
+
+
+def gguf_target(qtype: object, mode: str = "auto", group_size: int = 32) -> str:
+    """What :func:`gguf_linear` makes of a tensor of type ``qtype`` (loaders size memory by it).
+
+    ``"float"`` (kept float), ``"q4"`` (Q4_0/Q4_1 blocks as an int4 group-32 layer), ``"q8"``
+    (Q8_0 blocks as an ``Int8GroupLinear``), ``"int4"`` / ``"int8"`` (dequantized, quantized
+    again with ``quantize_int4`` at ``group_size`` / ``quantize_int8``).
+    """
     name = _type(qtype)[0]
     if mode not in ("auto", "int4", "int8"):
         raise QuantizeError(f"gguf_linear: mode must be 'auto', 'int4' or 'int8', found {mode!r}")
     if mode == "auto" and name in _FLOAT:
-        return None
+        return "float"
     if name in ("Q4_0", "Q4_1") and mode != "int8" and group_size == 32:
-        return Int4Linear.from_quantized(*gguf_q4_blocks(data, qtype, dtype), device=device)
+        return "q4"
     if name == "Q8_0" and mode != "int4":
-        return Int8GroupLinear.from_int8(*gguf_q8_0_blocks(data, dtype), device=device)
-    target = mode if mode != "auto" else ("int4" if name in _TO_INT4 else "int8")
-    return _requantize(data, qtype, target, group_size, torch.device(device), dtype)
+        return "q8"
+    return mode if mode != "auto" else ("int4" if name in _TO_INT4 else "int8")
 
 
 def _requantize(
@@ -147,17 +164,16 @@ def _requantize(
 
     name = _type(qtype)[0]
     rows = data if isinstance(data, np.ndarray) else data.numpy()
-    parts = []
-    for i in range(0, rows.shape[0], _ROWS):
+
+    def requantize(i: int, j: int) -> tuple[torch.Tensor, ...]:
         try:
-            w = np.require(dequantize(rows[i : i + _ROWS], qtype), np.float32, "W")
+            w = np.require(dequantize(rows[i:j], qtype), np.float32, "W")
         except NotImplementedError:
             raise QuantizeError(f"GGUF tensor type {name}: gguf cannot dequantize it") from None
         w = torch.from_numpy(w)
-        parts.append(
-            quantize_int4(w, group_size, dtype) if mode == "int4" else quantize_int8(w, dtype)
-        )
-    merged = [torch.cat(t) for t in zip(*parts)]
+        return quantize_int4(w, group_size, dtype) if mode == "int4" else quantize_int8(w, dtype)
+
+    merged = by_rows(requantize, rows.shape[0], _ROWS)
     if mode == "int4":
         return Int4Linear.from_quantized(*merged, device=device)
     return Int8Linear(*(t.to(device) for t in merged))

@@ -28,11 +28,13 @@ from simplellama.errors import (
     GenerationError,
     InsufficientMemoryError,
     ModelArgsError,
+    ParallelError,
     SimpleLlamaError,
     TokenizerError,
 )
 from simplellama.generation import Llama
 from simplellama.model import Transformer
+from simplellama.quantize import QuantizeError
 from simplellama.tokenizer import Tokenizer, load_tokenizer
 from tests.ckpt_factory import random_state_dict, tiny_args, write_gguf, write_meta
 from tests.fuzz_inputs import VOCAB, _tiktoken_file, _tokenizer_json
@@ -547,3 +549,72 @@ def test_cli_exits_1_with_one_line(meta, hf2, capsys, family):
     assert main([*argv, str(target)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"simplellama: error: {target}"), err
+
+
+# ---- quantized loading (checkpoint/quantized.py) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, expected",
+    [
+        ({"quantize": "int3"}, QuantizeError, r"^quantize: expected None, 'auto', 'int8' or 'int4', found 'int3'$"),
+        ({"quantize": "int4", "group_size": 48}, QuantizeError,
+         r"^group_size: expected one of 32, 64, 128, 256, found 48$"),
+        ({"quantize": "int4", "group_size": 64}, QuantizeError,
+         r"meta: layers\.0\.feed_forward\.w2: group_size 64 does not divide its input features K = 96; "),
+        ({"quantize": "int4"}, QuantizeError,  # VOCAB = 520 output rows: torch's CPU int4 packing needs 16 | N
+         r"meta: output: int4 on CPU needs output features N a multiple of 16 \(torch's packing\), found N = 520$"),
+        ({"quantize": "int8", "model_parallel_size": 2}, ParallelError,
+         r"^quantize='int8' with model_parallel_size 2: the parallel layers split float weights, packed int8/int4 "
+         r"ones cannot be sliced per rank; use one process or quantize=None$"),
+    ],
+)  # fmt: skip
+def test_quantize_arguments_named(meta, kwargs, error, expected):
+    _raises(error, expected, load_for_inference, meta, **kwargs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quantize", "int3"], "invalid value 'int3' for quantize: expected one of 'none', 'auto', 'int8', 'int4'"),
+    (["--group-size", "48"], "invalid value '48' for group_size: expected one of 32, 64, 128, 256"),
+])  # fmt: skip
+def test_quantize_switches_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--prompt", "hi", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_non_finite_weights_named_when_quantizing(meta):
+    shard = meta / "consolidated.00.pth"
+    sd = torch.load(shard, weights_only=True)
+    sd["layers.1.attention.wq.weight"][3, 5] = float("nan")
+    torch.save(sd, shard)
+    _raises(CheckpointError, rf"^{re.escape(str(shard))}: layers\.1\.attention\.wq\.weight: weight 197 \(flat "
+            r"index\) is nan; expected finite values$", load_for_inference, meta, quantize="int8")  # fmt: skip
+
+
+def test_non_finite_gguf_block_scale_named(tmp_path):
+    args = tiny_args()
+    path = write_gguf(tmp_path / "q8.gguf", args, random_state_dict(args), default_qtype="Q8_0")
+    t = next(t for t in gguf.GGUFReader(path).tensors if t.name == "blk.1.ffn_up.weight")
+    with open(path, "r+b") as f:  # the first block's fp16 d -> NaN (0x7e00)
+        f.seek(t.data_offset)
+        f.write(b"\x00\x7e")
+    _raises(CheckpointError, r"q8\.gguf: blk\.1\.ffn_up\.weight: a block's scale is inf or nan; expected finite "
+            r"values$", load_for_inference, path, quantize="auto")  # fmt: skip
+
+
+def test_gguf_block_type_that_cannot_be_converted(tmp_path, monkeypatch):
+    args = tiny_args()
+    qtypes = {"layers.0.attention.wk.weight": "Q5_0"}
+    path = write_gguf(tmp_path / "q5.gguf", args, random_state_dict(args), qtypes=qtypes)
+    real = gguf.quants.dequantize
+
+    def no_q5(data, qtype):  # what gguf does for the types it cannot read (Q8_1, Q8_K, ...)
+        if qtype == gguf.GGMLQuantizationType.Q5_0:
+            raise NotImplementedError("Dequantization for Q5_0 is not yet implemented")
+        return real(data, qtype)
+
+    monkeypatch.setattr(gguf.quants, "dequantize", no_q5)
+    _raises(QuantizeError, r"q5\.gguf: blk\.0\.attn_k\.weight: GGUF tensor type Q5_0: gguf cannot dequantize "
+            r"it", load_for_inference, path, quantize="auto")  # fmt: skip

@@ -395,10 +395,14 @@ def linear_inputs(model: torch.nn.Module, tokens: torch.Tensor) -> dict[str, tor
 
 def weight_error_bound(layer: torch.nn.Module) -> torch.Tensor:
     """Per-weight quantization error bound of a layer, (N, K), from its stored scales (module docstring)."""
+    if isinstance(layer, Int8GroupLinear):  # GGUF Q8_0 as stored: only d's bf16 rounding, |q| <= 128
+        K, g = layer.in_features, layer.group_size
+        d = layer.scale_and_zero[K // g :, :, 0].double().abs()  # (K/g, N): the low halves' scale is d
+        return (128 * U * (1 + U) * d).T.repeat_interleave(g, 1)
     if isinstance(layer, Int8Linear):
         return (layer.scale.double() / 2)[:, None].expand(layer.out_features, layer.in_features)
     scale, zero = layer.scale_and_zero.double().unbind(-1)  # (K/g, N)
-    return (scale / 2 + U * (1 + U) * zero.abs()).T.repeat_interleave(layer.group_size, 1)
+    return (scale.abs() / 2 + U * (1 + U) * zero.abs()).T.repeat_interleave(layer.group_size, 1)  # Q4_0: d < 0
 
 
 def float_linears(model: torch.nn.Module, tokens: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

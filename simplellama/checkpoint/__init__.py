@@ -9,7 +9,9 @@ the table in ``keys.py``, so ``model.load_state_dict(ckpt.state_dict, strict=Tru
     model, args = load_model()                 # the embedded SmolLM2-135M GGUF
 
 ``common.py`` holds what the formats share; ``sharded.py`` loads one rank's slice for tensor
-parallelism (``load_model(path, model_parallel_size=8)`` under torchrun). Every loader refuses
+parallelism (``load_model(path, model_parallel_size=8)`` under torchrun); ``quantized.py`` turns
+linear weights into int8 / int4 layers as the readers stream them (``load_model(path,
+quantize="int4")``). Every loader refuses
 what cannot work before reading weights (``files.py`` confines paths, ``config.py`` checks every
 field, ``check_ram`` the memory) and checks each tensor as it reads it (``check_weight``).
 """
@@ -27,13 +29,14 @@ from LogRelay import get_relay
 from ..assets import default_model_path
 from ..config import ModelArgs
 from ..devices import pick_device
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ParallelError
 from ..files import regular_file
 from ..model import Transformer
 from ..parallel import init_distributed, resolve_model_parallel_size
 from ..tokenizer import load_tokenizer
 from .common import (
     Checkpoint,
+    TensorSink,
     assign_weights,
     check_ram,
     check_state_dict,
@@ -48,6 +51,7 @@ from .gguf_writer import check_gguf_target, save_gguf
 from .hf import load_hf, read_hf_header, save_hf
 from .keys import expected_shapes
 from .meta import SHARD_FILE, load_meta, read_meta_header, save_meta
+from .quantized import QuantizingSink, check_quantize
 from .sharded import check_parallel, load_meta_rank, parallelize
 
 __all__ = [
@@ -127,6 +131,7 @@ def load_checkpoint(
     with_tokenizer: bool = True,
     tokenizer_files: bool = False,
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
     **overrides: Any,
 ) -> Checkpoint:
     """Load any supported checkpoint into a :class:`Checkpoint` with Meta parameter names.
@@ -140,17 +145,21 @@ def load_checkpoint(
         cache_device: the device a KV cache of ``max_batch_size`` x ``max_seq_len`` positions
             will be allocated on: checked to fit with the weights before loading (None: weights
             only).
+        sink: receives each weight as it is read and says what the state dict keeps (quantized
+            loading, ``quantized.py``); it also sizes the memory check.
         **overrides: ``ModelArgs`` fields that win over the checkpoint's (e.g. ``max_seq_len``).
     """
     path = default_model_path() if path is None else Path(path)
     fmt = detect_format(path)
     log.info("%s: %s checkpoint", path, fmt)
     if fmt == "meta":
-        ckpt = load_meta(path, dtype, overrides, cache_device)
+        ckpt = load_meta(path, dtype, overrides, cache_device, sink)
     elif fmt == "hf":
-        ckpt = load_hf(path, dtype, overrides, cache_device)
+        ckpt = load_hf(path, dtype, overrides, cache_device, sink)
     else:
-        ckpt = load_gguf(path, dtype, overrides, with_tokenizer, tokenizer_files, cache_device)
+        ckpt = load_gguf(
+            path, dtype, overrides, with_tokenizer, tokenizer_files, cache_device, sink
+        )
     a = ckpt.args
     log.info(
         "%s: %d layers, dim %d, %d heads (%d kv), vocab %d, rope theta %g, rope scaling %s%s",
@@ -183,6 +192,9 @@ def load_for_inference(
     dtype: torch.dtype | None = None,
     model_parallel_size: int | None = None,
     with_tokenizer: bool = True,
+    *,
+    quantize: str | None = None,
+    group_size: int = 32,
     **overrides: Any,
 ) -> tuple[Checkpoint, Transformer]:
     """(checkpoint, model on ``device``): what ``Llama.build`` needs, in one or in each of W
@@ -192,17 +204,38 @@ def load_for_inference(
     parameters, so there is no second copy of the weights. ``model_parallel_size`` (default: the
     world size under torchrun, else 1) > 1 gives this rank's slice (``sharded.py``); the checkpoint
     then carries args, tokenizer and chat template, and an empty ``state_dict``.
+
+    ``quantize``: ``"int8"`` / ``"int4"`` (``group_size`` inputs per scale) quantize every linear
+    layer while the weights stream in; ``"auto"`` keeps a GGUF file's Q4_0/Q4_1/Q8_0 blocks packed
+    and leaves float checkpoints float; None: float weights (``quantized.py``). The checkpoint's
+    ``state_dict`` is then empty: the model holds the weights.
     """
+    mode = check_quantize(quantize, group_size)
     W = resolve_model_parallel_size(model_parallel_size)
+    path = default_model_path() if path is None else Path(path)
+    if mode == "auto" and (W > 1 or detect_format(path) != "gguf"):
+        why = "a float checkpoint" if W == 1 else f"model_parallel_size {W} splits float weights"
+        log.info("%s: quantize='auto': %s, the weights stay float", path, why)
+        mode = None
+    if mode is not None and W > 1:
+        raise ParallelError(
+            f"quantize={mode!r} with model_parallel_size {W}: the parallel layers split float "
+            "weights, packed int8/int4 ones cannot be sliced per rank; use one process or "
+            "quantize=None"
+        )
     if W == 1:
         device = pick_device(device)
+        if mode is not None:
+            sink = QuantizingSink(mode, group_size, device, dtype)
+            ckpt = load_checkpoint(path, dtype, with_tokenizer=with_tokenizer, cache_device=device,
+                                   sink=sink, **overrides)  # fmt: skip
+            return ckpt, sink.build_model(ckpt, device)
         ckpt = load_checkpoint(
             path, dtype, with_tokenizer=with_tokenizer, cache_device=device, **overrides
         )
         return ckpt, model_from_state_dict(Transformer, ckpt.args, ckpt.state_dict, device)
     device = pick_device(device)  # under torchrun "cuda" is this rank's GPU
     W, r = init_distributed(model_parallel_size, device)
-    path = default_model_path() if path is None else Path(path)
     fmt = detect_format(path)
     if fmt == "meta":
         return load_meta_rank(path, W, r, device, dtype, overrides, with_tokenizer)
@@ -219,15 +252,20 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     model_parallel_size: int | None = None,
+    *,
+    quantize: str | None = None,
+    group_size: int = 32,
     **arg_overrides: Any,
 ) -> tuple[Transformer, ModelArgs]:
-    """``(Transformer, ModelArgs)`` of a checkpoint (see :func:`load_for_inference`); no tokenizer.
+    """``(Transformer, ModelArgs)`` of a checkpoint (see :func:`load_for_inference`, also for
+    ``quantize`` and ``group_size``); no tokenizer.
 
     Under torchrun with ``model_parallel_size`` > 1, ``forward`` returns full logits on every rank.
     """
     ckpt, model = load_for_inference(
-        path, device, dtype, model_parallel_size, False, **arg_overrides
-    )
+        path, device, dtype, model_parallel_size, False,
+        quantize=quantize, group_size=group_size, **arg_overrides,
+    )  # fmt: skip
     return model, ckpt.args
 
 

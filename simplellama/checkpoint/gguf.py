@@ -16,6 +16,7 @@ Files are opened by ``gguf_reader.open_gguf`` (bounded, one-line errors).
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 from importlib.metadata import version
@@ -40,7 +41,15 @@ from ..tokenizer.rules import (
     gguf_token_kinds,
     hf_pre_tokenizer,
 )
-from .common import Checkpoint, check_ram, check_state_dict, check_tokenizer, check_weight
+from .common import (
+    Checkpoint,
+    RawBlocks,
+    TensorSink,
+    check_ram,
+    check_state_dict,
+    check_tokenizer,
+    check_weight,
+)
 from .keys import ROPE_FREQS_GGUF, TOP_WEIGHTS, gguf_to_meta_name
 
 __all__ = [
@@ -54,7 +63,7 @@ __all__ = [
 
 log = get_relay("simplellama.checkpoint")
 
-_DEQUANT_CHUNK = 1 << 22  # values dequantized per step (16 MiB of float32)
+_DEQUANT_CHUNK = 1 << 20  # values dequantized per step (4 MiB of float32, and gguf temporaries)
 _Q = GGMLQuantizationType
 _INT_TYPES = (_Q.I8, _Q.I16, _Q.I32, _Q.I64)  # integer tensors are not weights
 
@@ -143,6 +152,11 @@ def _dequantize(t: Any, dtype: torch.dtype, source: Path) -> torch.Tensor:
     return out
 
 
+def _checked(t: Any, source: Path, dtype: torch.dtype) -> torch.Tensor:
+    """``_dequantize`` then ``check_weight``: a float weight as every reader gives it."""
+    return check_weight(_dequantize(t, dtype, source), t.name, str(source))
+
+
 def _release_pages(reader: Any, t: Any) -> None:
     """Tell the OS we are done with tensor ``t``'s bytes of the memory-mapped file.
 
@@ -184,16 +198,18 @@ def load_gguf(
     with_tokenizer: bool = False,
     tokenizer_files: bool = False,
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
 ) -> Checkpoint:
     """Read a Llama GGUF file into a Meta-named :class:`Checkpoint` (dequantized to ``dtype``,
     default fp32).
 
     ``with_tokenizer`` builds the tokenizer, ``tokenizer_files`` the HF tokenizer.json content (for
     convert), both from the same parsed file (parsing the vocabulary metadata is the slow part of
-    opening a GGUF). ``cache_device``: see ``check_ram``.
+    opening a GGUF). ``cache_device``: see ``check_ram``. ``sink``: receives each weight's
+    :class:`RawBlocks` instead of its dequantized tensor (``TensorSink``).
     """
     dtype = torch.float32 if dtype is None else dtype
-    return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, False, cache_device)
+    return _read(path, dtype, overrides, with_tokenizer, tokenizer_files, False, cache_device, sink)
 
 
 def read_gguf_header(path: Path, overrides: dict[str, Any]) -> Checkpoint:
@@ -211,6 +227,7 @@ def _read(
     tokenizer_files: bool,
     header_only: bool,
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
 ) -> Checkpoint:
     reader = open_gguf(path, CheckpointError)
     meta = gguf_metadata(reader)
@@ -229,7 +246,10 @@ def _read(
         raise CheckpointError(
             f"{path}: {Keys.Tokenizer.CHAT_TEMPLATE}: expected text, found {found}"
         )
-    if not header_only:
+    if sink is not None:
+        stored = {gguf_to_meta_name(n): t.tensor_type.name for n, t in tensors.items()}
+        sink.check_ram(str(path), args, cache_device, dtype.itemsize, stored)
+    elif not header_only:
         n_bytes = sum(int(t.n_elements) for t in reader.tensors) * dtype.itemsize
         check_ram(str(path), n_bytes, args, cache_device, dtype.itemsize)
     sd: dict[str, torch.Tensor] = {}
@@ -250,8 +270,12 @@ def _read(
                 sd[key] = torch.empty(
                     tuple(int(n) for n in reversed(t.shape)), dtype=dtype, device="meta"
                 )
+            elif sink is not None:
+                read = functools.partial(_checked, t, path)
+                sd[key] = sink(key, RawBlocks(name, t.data, t.tensor_type, read))
+                _release_pages(reader, t)
             else:
-                sd[key] = check_weight(_dequantize(t, dtype, path), name, str(path))
+                sd[key] = _checked(t, path, dtype)
                 _release_pages(reader, t)
             bar.update()
     check_state_dict(sd, args, str(path))

@@ -14,9 +14,10 @@ Weights are read lazily with ``safetensors.safe_open`` (memory-mapped), one tens
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..files import checkpoint_file, read_json
 from ..rope import hf_to_meta_qk, meta_to_hf_qk
 from .common import (
     Checkpoint,
+    TensorSink,
     atomic_dir,
     check_ram,
     check_state_dict,
@@ -182,34 +184,36 @@ def load_hf(
     dtype: torch.dtype | None,
     overrides: dict[str, Any],
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
 ) -> Checkpoint:
     """Read an HF Llama directory into a Meta-named :class:`Checkpoint` (``cache_device``: see
-    ``check_ram``)."""
+    ``check_ram``; ``sink``: gets each checked weight, q/k in Meta order: ``TensorSink``)."""
     args = _read_config(d, overrides)
     files = _weight_files(d)
     itemsize = 2 if dtype is None else dtype.itemsize  # HF stores bfloat16 (or float16)
     n_bytes = sum(f.stat().st_size for f in files)
-    check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    if sink is None:
+        check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    else:
+        sink.check_ram(str(d), args, cache_device, itemsize)
     sd: dict[str, torch.Tensor] = {}
     with log.busy(f"loading {len(files)} safetensors file(s)", total=len(files)) as bar:
         for f in files:
             try:
-                with safe_open(f, framework="pt") as st:
-                    for name in st.keys():  # safe_open is not a dict
-                        meta = hf_to_meta_name(name)
-                        if meta is None:
-                            if name.endswith(
-                                "rotary_emb.inv_freq"
-                            ):  # old transformers saved this buffer
-                                continue
-                            raise CheckpointError(
-                                f"{f}: unexpected key {name!r} (not a Llama weight)"
-                            )
-                        t = check_weight(st.get_tensor(name), name, str(f))
-                        if meta.endswith("attention.wq.weight"):
-                            t = hf_to_meta_qk(t, args.n_heads)
-                        elif meta.endswith("attention.wk.weight"):
-                            t = hf_to_meta_qk(t, args.n_kv_heads)
+                for name, get in _tensors(f, one_map_each=sink is not None):
+                    meta = hf_to_meta_name(name)
+                    if meta is None:
+                        if name.endswith("rotary_emb.inv_freq"):  # old transformers saved it
+                            continue
+                        raise CheckpointError(f"{f}: unexpected key {name!r} (not a Llama weight)")
+                    t = check_weight(get(), name, str(f))
+                    if meta.endswith("attention.wq.weight"):
+                        t = hf_to_meta_qk(t, args.n_heads)
+                    elif meta.endswith("attention.wk.weight"):
+                        t = hf_to_meta_qk(t, args.n_kv_heads)
+                    if sink is not None:
+                        sd[meta] = sink(meta, t)
+                    else:
                         sd[meta] = t if dtype is None else t.to(dtype)
             except SafetensorError as e:
                 raise CheckpointError(f"{f}: truncated or corrupt safetensors file: {e}") from None
@@ -220,6 +224,24 @@ def load_hf(
     ckpt = Checkpoint("hf", args, sd, path=d)
     find_tokenizer_files(ckpt)
     return ckpt
+
+
+def _tensors(f: Path, one_map_each: bool) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
+    """(name, reader of its tensor) for each tensor of a safetensors file, in the file's order.
+
+    ``one_map_each``: map the file anew for each tensor (quantized loading): the pages a tensor
+    is read from stay resident while the file is mapped, so one map for the whole file would hold
+    all of it by the last tensor.
+    """
+    with safe_open(f, framework="pt") as st:
+        names = list(st.keys())  # safe_open is not a dict
+        if not one_map_each:
+            for name in names:
+                yield name, functools.partial(st.get_tensor, name)
+            return
+    for name in names:
+        with safe_open(f, framework="pt") as st:
+            yield name, functools.partial(st.get_tensor, name)
 
 
 def save_hf(ckpt: Checkpoint, dst: str | os.PathLike) -> Path:

@@ -24,11 +24,13 @@ from ..errors import CheckpointError, ModelArgsError
 from ..files import checkpoint_file, regular_file
 from .common import (
     Checkpoint,
+    TensorSink,
     atomic_dir,
     check_ram,
     check_state_dict,
     check_weight,
     find_tokenizer_files,
+    release_pages,
     write_tokenizer_files,
 )
 from .keys import expected_shape, shard_dim
@@ -152,14 +154,19 @@ def load_meta(
     dtype: torch.dtype | None,
     overrides: dict[str, Any],
     cache_device: torch.device | str | None = None,
+    sink: TensorSink | None = None,
 ) -> Checkpoint:
     """Read a Meta directory (1..N shards, merged) into a :class:`Checkpoint`; ``cache_device``:
-    also make sure a KV cache of ``max_batch_size`` x ``max_seq_len`` fits there (``check_ram``)."""
+    also make sure a KV cache of ``max_batch_size`` x ``max_seq_len`` fits there (``check_ram``);
+    ``sink``: receives each merged, checked weight instead (``TensorSink``)."""
     args = read_params(d, overrides)
     paths = meta_shard_paths(d)
     n_bytes = sum(p.stat().st_size for p in paths)
     itemsize = 2 if dtype is None else dtype.itemsize  # Meta stores bfloat16
-    check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    if sink is None:
+        check_ram(str(d), n_bytes * itemsize // 2, args, cache_device, itemsize)
+    else:
+        sink.check_ram(str(d), args, cache_device, itemsize)
     shards = [torch_load_checked(p) for p in paths]  # memory-mapped: nothing is read yet
     keys = list(shards[0])
     for p, s in zip(paths[1:], shards[1:]):
@@ -173,9 +180,15 @@ def load_meta(
         for key in keys:
             parts = [s.pop(key) for s in shards]  # drop the shards' references as we go
             t = _merge(key, parts, paths, args, str(d))
-            del parts
             t = check_weight(t, key, str(paths[0]) if len(paths) == 1 else str(d))
-            sd[key] = t if dtype is None else t.to(dtype)
+            if sink is None:
+                sd[key] = t if dtype is None else t.to(dtype)
+            else:  # the sink keeps a copy or another form: the file's pages can go
+                sd[key] = sink(key, t)
+                del t
+                for p in parts:
+                    release_pages(p)
+            del parts
             bar.update()
     del shards
     check_state_dict(sd, args, str(d))
