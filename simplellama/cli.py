@@ -71,6 +71,10 @@ class RunOptions:
     group_size: Literal[32, 64, 128, 256] = field(
         default=32, metadata={"help": "inputs per int4 scale (--quantize int4)"}
     )
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the decode step (first step compiles: tens of seconds)"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +229,7 @@ def _build(opts: RunOptions):
         seed=opts.seed,
         quantize=None if opts.quantize == "none" else opts.quantize,
         group_size=opts.group_size,
+        compile=opts.compile,
     )
 
 

@@ -23,6 +23,7 @@ from LogRelay import get_relay
 
 from .chat_format import ChatFormat, ChatTemplate, Dialog, Message, stop_reason
 from .checkpoint import check_tokenizer, load_for_inference
+from .compiled import CompiledDecoder
 from .decode import Batch, check_request, decode_steps
 from .devices import pick_device, pick_dtype
 from .errors import ChatFormatError, CheckpointError, GenerationError
@@ -54,8 +55,12 @@ class Llama:
     """A loaded model ready to generate: ``.model`` (Transformer), ``.tokenizer``, ``.formatter``
     (ChatFormat / ChatTemplate, or None when the checkpoint has no chat layout)."""
 
-    def __init__(self, model, tokenizer, args, formatter=None, seed: int = 1, source=None) -> None:
+    def __init__(
+        self, model, tokenizer, args, formatter=None, seed: int = 1, source=None, compile=False
+    ) -> None:
         self.model, self.tokenizer, self.args, self.formatter = model, tokenizer, args, formatter
+        # compile: one-token decode steps through torch.compile (compiled.py), prefill eager
+        self.decoder = CompiledDecoder(model) if compile else model
         self.source = source  # the checkpoint's path, named by errors during generation
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -73,6 +78,7 @@ class Llama:
         special_in_content: bool = False,
         quantize: str | None = None,
         group_size: int = 32,
+        compile: bool = False,
     ) -> Llama:
         """Load a checkpoint (Meta dir, HF dir or GGUF file) and its tokenizer.
 
@@ -93,6 +99,8 @@ class Llama:
                 ``"auto"`` (a GGUF file's Q4_0/Q4_1/Q8_0 blocks kept packed, float checkpoints
                 left float); see ``checkpoint/quantized.py``.
             group_size: inputs per int4 scale (32, 64, 128 or 256).
+            compile: run the one-token decode steps through ``torch.compile`` (``compiled.py``;
+                the first step of each batch size and cache length compiles, tens of seconds).
         """
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
@@ -123,7 +131,9 @@ class Llama:
         took = time.perf_counter() - t0
         weights = f"{dtype}, quantize={quantize}" if quantize else dtype
         log.info("loaded %s (%s, %s, %s) in %.1f s", path, ckpt.format, weights, device, took)
-        return Llama(model, tokenizer, ckpt.args, formatter, seed=seed, source=path)
+        return Llama(
+            model, tokenizer, ckpt.args, formatter, seed=seed, source=path, compile=compile
+        )
 
     # ---- the decode loop (decode.py) ----
 
@@ -131,13 +141,11 @@ class Llama:
         """Check a request, size the KV cache from it; (its token buffer, the steps filling it)."""
         prompts = [list(p) for p in prompts]
         total_len = check_request(prompts, max_gen_len, self.args)
-        self.model.setup_cache(
-            len(prompts), total_len
-        )  # sized from this request; the model logs it
+        self.decoder.setup_cache(len(prompts), total_len)  # sized from this request, logged
         batch = Batch(prompts, total_len, self.device, logprobs)
         stop = self.tokenizer.stop_tokens
         where = "generate" if self.source is None else f"{self.source}: generate"
-        steps = decode_steps(self.model, batch, stop, temperature, top_p, top_k, self.generator,
+        steps = decode_steps(self.decoder, batch, stop, temperature, top_p, top_k, self.generator,
                              self.tokenizer.n_words, where)  # fmt: skip
         return batch, steps
 

@@ -7,6 +7,10 @@ writes T new positions at ``start_pos`` and returns views of positions ``0 .. st
 works, so a prompt can be prefilled in one call or in chunks, then decoded one or several tokens at
 a time.
 
+``update_at(pos, k, v)`` is the same write with the positions given as a tensor, returning all
+``max_seq_len`` positions: the shapes never depend on the position, so ``torch.compile`` traces
+one graph for every decode step (``compiled.py``; the caller masks positions not written yet).
+
 The buffers are registered with ``persistent=False``: they follow ``model.to(device/dtype)`` but are
 not part of the state dict, so checkpoints load with ``strict=True``.
 
@@ -102,6 +106,31 @@ class KVCache(nn.Module):
         return self.cache_k[:B, :end], self.cache_v[
             :B, :end
         ]  # (B, S, K, Dh) views, S = start_pos + T
+
+    def update_at(
+        self, pos: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, T, K, Dh) at positions ``pos`` (T,) int64 (``index_copy_``).
+
+        Returns views (B, max_seq_len, K, Dh) of every position, written or not. Shapes and dtypes
+        are checked; the positions are not (reading them would sync a device; ``index_copy_``
+        itself rejects one out of range).
+        """
+        B, T = xk.shape[:2]
+        K, Dh = self.cache_k.shape[2:]
+        if xk.shape != xv.shape or xk.shape[2:] != (K, Dh) or pos.shape != (T,):
+            found = f"{tuple(pos.shape)}, {tuple(xk.shape)} and {tuple(xv.shape)}"
+            raise KVCacheError(f"KVCache.update_at: expected pos (T,), k and v (B, T, {K}, {Dh}), "
+                               f"found {found}")  # fmt: skip
+        if B > self.max_batch_size or xk.dtype != self.cache_k.dtype:
+            raise KVCacheError(
+                f"KVCache.update_at: batch {B} {xk.dtype} does not fit the cache's "
+                f"{self.max_batch_size} {self.cache_k.dtype}"
+            )
+        cache_k, cache_v = self.cache_k[:B], self.cache_v[:B]  # (B, S, K, Dh) views
+        cache_k.index_copy_(1, pos, xk)
+        cache_v.index_copy_(1, pos, xv)
+        return cache_k, cache_v
 
     def extra_repr(self) -> str:
         shape, dtype = tuple(self.cache_k.shape), self.cache_k.dtype

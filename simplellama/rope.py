@@ -10,6 +10,9 @@ Two layouts of "which features form a pair" exist, and both are in the wild:
   ``(x[2i], x[2i+1])``, read as one complex number ``x[2i] + 1j * x[2i+1]`` and multiplied by
   ``exp(1j * pos * freq_i)``. This is the form the model in this package uses
   (``apply_rotary_emb``).
+  ``apply_rotary_emb_real`` computes the same rotation of the same pairs in real arithmetic,
+  ``(x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos)``, from ``rope_cos_sin`` tables: what
+  ``torch.compile`` can generate code for (it has no complex kernels), used by ``compiled.py``.
 * **rotate-half form** (HF transformers): pairs are ``(x[i], x[i + Dh/2])``, computed with real
   cos/sin tensors: ``x * cos + rotate_half(x) * sin`` (``apply_rotary_emb_rotate_half``).
 
@@ -53,7 +56,8 @@ DType = torch.dtype
 
 __all__ = [
     "RopeError", "apply_llama3_scaling", "precompute_freqs_cis", "rope_frequencies",
-    "rope_description", "freqs_cis_from_args", "apply_rotary_emb", "apply_rotary_emb_rotate_half",
+    "rope_description", "freqs_cis_from_args", "rope_cos_sin", "apply_rotary_emb",
+    "apply_rotary_emb_real", "apply_rotary_emb_rotate_half",
     "rotate_half", "hf_to_meta_qk", "meta_to_hf_qk",
 ]  # fmt: skip
 
@@ -135,6 +139,12 @@ def freqs_cis_from_args(
     return _polar(rope_frequencies(args, device, dtype), args.max_seq_len if end is None else end)
 
 
+def rope_cos_sin(freqs_cis: Tensor) -> tuple[Tensor, Tensor]:
+    """The table ``freqs_cis`` (S, Dh/2) as real tensors: cos (S, Dh/2) and sin (S, Dh/2) of the
+    angles ``pos * freq_i`` (the same numbers: its real and imaginary parts)."""
+    return freqs_cis.real.contiguous(), freqs_cis.imag.contiguous()
+
+
 def rope_description(args: ModelArgs) -> str:
     """One line naming the RoPE variant a model uses (logged when the model is built)."""
     if not args.use_scaled_rope:
@@ -175,6 +185,30 @@ def apply_rotary_emb(xq: Tensor, xk: Tensor, freqs_cis: Tensor) -> tuple[Tensor,
     xq_out = torch.view_as_real(xq_c * rot).flatten(3)  # (B, T, H, Dh/2, 2) -> (B, T, H, Dh)
     xk_out = torch.view_as_real(xk_c * rot).flatten(3)  # (B, T, K, Dh)
     return xq_out.type_as(xq), xk_out.type_as(xk)
+
+
+def apply_rotary_emb_real(
+    xq: Tensor, xk: Tensor, cos: Tensor, sin: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``apply_rotary_emb`` in real arithmetic: the same interleaved pairs, the same rotation.
+
+    q (B, T, H, Dh), k (B, T, K, Dh), cos and sin (T, Dh/2) (``rope_cos_sin``). The complex
+    product ``(x0 + 1j x1) (cos + 1j sin)`` written out: ``x0 cos - x1 sin``, ``x0 sin + x1 cos``.
+    Computed in float32 (float64 stays float64); results have the input dtypes.
+    """
+    T, half = cos.shape
+    c, s = cos[:, None, :], sin[:, None, :]  # (T, 1, Dh/2): same for every batch row and head
+
+    def rotate(x: Tensor, name: str) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != T or x.shape[-1] != 2 * half:
+            found = tuple(x.shape)
+            raise RopeError(f"rope: {name} must be (B, {T}, heads, {2 * half}), found {found}")
+        pairs = upcast(x).unflatten(-1, (half, 2))  # (B, T, heads, Dh/2, 2)
+        x0, x1 = pairs[..., 0], pairs[..., 1]  # (B, T, heads, Dh/2) each
+        out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)  # (B, T, heads, Dh/2, 2)
+        return out.flatten(3).type_as(x)  # (B, T, heads, Dh)
+
+    return rotate(xq, "xq"), rotate(xk, "xk")
 
 
 def rotate_half(x: Tensor) -> Tensor:

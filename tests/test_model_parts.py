@@ -31,11 +31,13 @@ from simplellama.rope import (
     RopeError,
     apply_llama3_scaling,
     apply_rotary_emb,
+    apply_rotary_emb_real,
     apply_rotary_emb_rotate_half,
     freqs_cis_from_args,
     hf_to_meta_qk,
     meta_to_hf_qk,
     precompute_freqs_cis,
+    rope_cos_sin,
     rope_description,
     rope_frequencies,
 )
@@ -163,6 +165,11 @@ def test_rotary_matches_transformers(name, rope, rope_params, dtype, tol):
     q_rh, k_rh = apply_rotary_emb_rotate_half(heads_to_hf(xq), heads_to_hf(xk), freqs_cis)
     torch.testing.assert_close(q_rh.float(), q_hf, atol=tol, rtol=tol)
     torch.testing.assert_close(k_rh.float(), k_hf, atol=tol, rtol=tol)
+
+    # the real-arithmetic form (compiled.py) on Meta's layout gives it too
+    q_re, k_re = apply_rotary_emb_real(xq, xk, *rope_cos_sin(freqs_cis))
+    torch.testing.assert_close(q_re.float(), heads_to_meta(q_hf), atol=tol, rtol=tol)
+    torch.testing.assert_close(k_re.float(), heads_to_meta(k_hf), atol=tol, rtol=tol)
 
 
 def test_rotation_depends_only_on_relative_position():
