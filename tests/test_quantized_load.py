@@ -36,12 +36,7 @@ LINEARS = ("attention.wq", "attention.wk", "attention.wv", "attention.wo", "feed
 TOKENS = torch.randint(0, 96, (2, 24), generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_state_dict(args, seed=0):
