@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from notebooks.tools.book import REMOTE_ASSET, BookError, build
+from notebooks.tools.book import REMOTE_ASSET, BookError, build, github_anchor
 
 
 def _notebook(path: Path, *cells: nbformat.NotebookNode) -> None:
@@ -96,3 +96,10 @@ def test_math_that_cannot_be_rendered_is_named(tmp_path: Path) -> None:
     _notebook(repo / "notebooks" / "02_bad.ipynb", nbformat.v4.new_markdown_cell("# 02\n\n$\\notacommand x$"))
     with pytest.raises(BookError, match=r"notebooks/02_bad.ipynb: cannot render math .*unknown command \\notacommand"):
         build(tmp_path / "site", repo=repo)
+
+
+def test_headings_carry_github_ids():
+    """README links use GitHub's heading ids (lower case, punctuation but - and _ dropped, spaces -> -);
+    the book gives each heading that id too, so they resolve in the browser (tests/test_book_browser.py)."""
+    assert github_anchor("Running Llama 3.x on a laptop") == "running-llama-3x-on-a-laptop"
+    assert github_anchor("Speed (<code>make bench</code>)") == "speed-make-bench"

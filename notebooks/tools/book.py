@@ -150,6 +150,17 @@ class BookRenderer(IPythonRenderer):
     def link(self, text: str, url: str, title: str | None = None) -> str:
         return super().link(text, self.rewrite_link(url), title)
 
+    def heading(self, text: str, level: int, **attrs) -> str:
+        """nbconvert's heading (id "Running-Llama-3.x-on-a-laptop") after an empty anchor with the id
+        GitHub gives it ("running-llama-3x-on-a-laptop"), so README links that work on GitHub work here."""
+        return f'<a id="{github_anchor(text)}"></a>' + super().heading(text, level, **attrs)
+
+
+def github_anchor(heading_html: str) -> str:
+    """GitHub's id for a heading: tags dropped, lower case, punctuation but - and _ dropped, spaces -> -."""
+    text = re.sub(r"<[^>]+>", "", heading_html).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
 
 class BookExporter(HTMLExporter):
     """HTMLExporter with the book template, MathML markdown and links rewritten for the current page."""
