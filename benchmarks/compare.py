@@ -24,7 +24,7 @@ import torch
 
 from benchmarks import llama1b
 from benchmarks.peers import llama_cpp_missing, llama_cpp_side, transformers_side
-from simplellama.bench import cpu_description, default_rows, format_table, run_rows, run_worker, spawn
+from simplellama.bench import ROWS, cpu_description, format_table, run_rows, run_worker, spawn
 from simplellama.cli import add_bench_arguments
 
 PEERS = {"transformers fp32": transformers_side, "llama.cpp": llama_cpp_side}
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker:
         return run_worker(PEERS)
-    rows = (args.rows or default_rows()) + list(PEERS)
+    rows = (args.rows or list(ROWS)) + list(PEERS)
     if (why := llama_cpp_missing()) is not None:
         print(why, flush=True)
         rows.remove("llama.cpp")

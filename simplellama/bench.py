@@ -1,7 +1,7 @@
 """``simplellama bench``: speed, memory and quality per weight format, each row in its own process.
 
 Rows (``ROWS``) on the embedded SmolLM2 GGUF: fp32, bf16, int8, int4 (group 32) and auto (the file's
-own Q4_1 / Q8_0 blocks), eager, and compiled ("+compile") where ``simplellama.compiled`` exists.
+own Q4_1 / Q8_0 blocks), each eager and compiled ("+compile", ``compiled.CompiledDecoder``).
 One worker subprocess per row (so peak RSS is its own) measures, on the same prompt ids:
 
 - prefill tok/s: one forward over the P-token prompt, filling the KV cache;
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -41,11 +40,12 @@ from LogRelay import get_relay
 
 from .assets import default_model_path
 from .checkpoint import load_model
+from .compiled import CompiledDecoder
 from .errors import SimpleLlamaError
 from .tokenizer import load_tokenizer
 
 __all__ = ["ROWS", "Side", "bench_prompts", "cpu_description", "zen_of_python", "perplexity",
-           "peak_rss_mib", "default_rows", "load_row", "measure", "spawn", "format_table",
+           "peak_rss_mib", "load_row", "measure", "spawn", "format_table",
            "run"]  # fmt: skip
 
 log = get_relay("simplellama.bench")
@@ -156,8 +156,6 @@ def load_row(row: str, path: Any = None) -> tuple[torch.nn.Module, Any]:
     model, _ = load_model(path, "cpu", getattr(torch, dtype), quantize=quantize, group_size=32)
     if not compile_:
         return model.eval(), None
-    from .compiled import CompiledDecoder  # ImportError: no compile API in this version
-
     return model.eval(), CompiledDecoder(model)
 
 
@@ -302,19 +300,13 @@ def run_rows(args: argparse.Namespace, rows: Sequence[str], cmd_for: Callable[[s
     return results
 
 
-def default_rows() -> list[str]:
-    """Every row of ``ROWS``; the +compile ones only where this version has ``compiled.py``."""
-    compiled = importlib.util.find_spec("simplellama.compiled") is not None
-    return [r for r in ROWS if compiled or not r.endswith("+compile")]
-
-
 def run(args: argparse.Namespace) -> int:
     """``simplellama bench``: one worker per row, then the table (JSON with ``--json``)."""
     args.threads = args.threads or torch.get_num_threads()
     if args.worker:
         return run_worker({row: simplellama_side for row in ROWS})
     worker = [sys.executable, "-m", "simplellama", "bench", "--worker"]
-    results = run_rows(args, args.rows or default_rows(), lambda row: [*worker, row])
+    results = run_rows(args, args.rows or list(ROWS), lambda row: [*worker, row])
     print(f"CPU: {cpu_description()}")
     print(f"embedded SmolLM2-135M GGUF, {args.prompt_tokens}-token prompt, {args.new_tokens} new "
           f"tokens, {args.threads} threads, median of {args.repeat}")  # fmt: skip

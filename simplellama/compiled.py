@@ -26,8 +26,8 @@ generate the tightest loops). ``CompiledDecoder.setup_cache`` sizes the cache in
 at least 256 positions and keeps it while it is large enough, so a session compiles a handful of
 times at most (each first compile takes tens of seconds, logged; the attention reads at most twice
 the positions needed; past ``torch._dynamo.config.recompile_limit``, 8 shapes per process,
-dynamo warns and runs the step eagerly). ``benchmarks/compile_decode.py`` measures eager
-against compiled decode.
+dynamo warns and runs the step eagerly). ``make bench`` measures eager against compiled decode
+(its "+compile" rows).
 
 Shapes: B batch, S cache length (max_seq_len of the cache), D model dim, V vocab, Dh head dim.
 """
